@@ -1,0 +1,114 @@
+//! An asset as the media URLs name it (`/{profile}/{image_id}?shard=`),
+//! resolved against the profiles into the keys of its original and variants.
+//!
+//! Lookups recompute the key from the id, exactly as uploads computed it, so
+//! `/originals`, `/thumb` and `DELETE /v1/assets` can never disagree.
+
+use std::sync::Arc;
+
+use crate::config::{Profile, Profiles};
+use crate::storage::ObjectKey;
+use crate::storage::keys::{Extension, KeyBase, KeyError, Shard, VariantKey, split_image_id};
+
+/// Why an asset reference was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssetError {
+    /// No profile of that name.
+    #[error("unknown profile '{0}'")]
+    UnknownProfile(String),
+    /// The id, extension or shard breaks the key rules.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The profile's storage_path uses `{ext}` but the id has none.
+    #[error("this profile stores originals with their extension: add it to the id (e.g. '{0}.jpg')")]
+    ExtensionRequired(String),
+}
+
+/// A resolved reference to one asset.
+#[derive(Debug, Clone)]
+pub struct AssetRef {
+    /// The asset's profile.
+    pub profile: Arc<Profile>,
+    /// The client's id.
+    pub key_base: KeyBase,
+    /// The extension from the id, when the template uses `{ext}`.
+    pub ext: Option<Extension>,
+    /// A custom shard (only when the profile shards).
+    pub shard: Option<Shard>,
+}
+
+impl AssetRef {
+    /// Resolves `profile` / `image_id` (which may carry an extension) / `shard`.
+    pub fn resolve(
+        profiles: &Profiles,
+        profile: &str,
+        image_id: &str,
+        shard: Option<&str>,
+    ) -> Result<Self, AssetError> {
+        let profile = profiles.get(profile).ok_or_else(|| AssetError::UnknownProfile(profile.to_owned()))?.clone();
+        Self::for_profile(profile, image_id, shard)
+    }
+
+    /// Resolves an id within a known profile.
+    pub fn for_profile(profile: Arc<Profile>, image_id: &str, shard: Option<&str>) -> Result<Self, AssetError> {
+        let (key_base, ext) = split_image_id(image_id)?;
+        // Without sharding any client shard is ignored, as in the seed.
+        let shard = match shard {
+            Some(s) if profile.enable_sharding => Some(Shard::parse(s)?),
+            _ => None,
+        };
+        let ext = if profile.storage_path.uses_ext() { ext } else { None };
+        Ok(Self { profile, key_base, ext, shard })
+    }
+
+    /// The key of the original.
+    pub fn original_key(&self) -> Result<ObjectKey, AssetError> {
+        if self.profile.storage_path.uses_ext() && self.ext.is_none() {
+            return Err(AssetError::ExtensionRequired(self.key_base.to_string()));
+        }
+        Ok(self.profile.storage_path.original(&self.key_base, self.ext.as_ref(), self.shard.as_ref())?)
+    }
+
+    /// The key of one variant.
+    pub fn variant_key(&self, variant: &VariantKey) -> Result<ObjectKey, AssetError> {
+        Ok(variant.key(&self.profile.thumb_folder, &self.key_base)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_resolve_to_the_upload_keys() {
+        let profiles = Profiles::example();
+        let a = AssetRef::resolve(&profiles, "avatar", "hello.jpg", None).unwrap();
+        assert_eq!(a.original_key().unwrap().as_str(), "originals/avatars/aa/hello");
+        let a = AssetRef::resolve(&profiles, "avatar", "hello", Some("custom")).unwrap();
+        assert_eq!(a.original_key().unwrap().as_str(), "originals/avatars/custom/hello");
+        // banner does not shard: the client's shard is ignored, even a bad one.
+        let a = AssetRef::resolve(&profiles, "banner", "b1", Some("BAD!")).unwrap();
+        assert_eq!(a.original_key().unwrap().as_str(), "originals/banners/b1");
+    }
+
+    #[test]
+    fn bad_references_are_refused() {
+        let profiles = Profiles::example();
+        assert_eq!(
+            AssetRef::resolve(&profiles, "nope", "x", None).unwrap_err(),
+            AssetError::UnknownProfile("nope".into())
+        );
+        assert!(matches!(AssetRef::resolve(&profiles, "avatar", "..", None), Err(AssetError::Key(_))));
+        assert!(matches!(AssetRef::resolve(&profiles, "avatar", "x", Some("../..")), Err(AssetError::Key(_))));
+    }
+
+    #[test]
+    fn ext_templates_need_the_extension() {
+        let yaml = "profiles:\n  p:\n    allowed_mimes: [image/png]\n    size_max_bytes: 10\n    storage_path: o/{key_base}.{ext}\n    sizes: [64]\n";
+        let profiles = Profiles::parse(yaml, "f").unwrap();
+        let a = AssetRef::resolve(&profiles, "p", "k.png", None).unwrap();
+        assert_eq!(a.original_key().unwrap().as_str(), "o/k.png");
+        let a = AssetRef::resolve(&profiles, "p", "k", None).unwrap();
+        assert!(matches!(a.original_key(), Err(AssetError::ExtensionRequired(_))));
+    }
+}

@@ -1,0 +1,329 @@
+//! Configuration: environment variables (SPEC §1, also read from `.env`) and
+//! the YAML profiles (SPEC §2), parsed and validated once at start-up.
+//!
+//! [`Settings`] mirrors the environment (clap reads it, so `mediaflow serve
+//! --help` lists every variable); [`Config`] is the validated runtime form.
+
+pub mod profiles;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use profiles::{MediaKind, Profile, Profiles};
+
+use crate::storage::s3::S3Settings;
+
+/// A secret string: never printed by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself; call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+/// The server's settings as the environment (or flags) give them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Listen port.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Listen address.
+    #[arg(long, env = "BIND_ADDR", default_value = "0.0.0.0")]
+    pub bind_addr: IpAddr,
+    /// YAML profiles file; `s3://bucket/key` loads it from a bucket. Unset: the bundled example.
+    #[arg(long, env = "STORAGE_CONFIG_PATH")]
+    pub storage_config_path: Option<String>,
+    /// Set: the S3 backend on this bucket. Unset: the filesystem backend.
+    #[arg(long, env = "S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// S3 region.
+    #[arg(long, env = "S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// Custom S3 endpoint for the service's own calls (path-style).
+    #[arg(long, env = "S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// Endpoint presigned URLs point at (defaults to S3_ENDPOINT).
+    #[arg(long, env = "PUBLIC_S3_ENDPOINT")]
+    pub public_s3_endpoint: Option<String>,
+    /// Static access key id (otherwise the standard AWS credential chain).
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    pub aws_access_key_id: Option<String>,
+    /// Static secret access key.
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub aws_secret_access_key: Option<String>,
+    /// Root of the filesystem backend.
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Base of URLs pointing at this service (default: from the request's Host).
+    #[arg(long, env = "PUBLIC_BASE_URL")]
+    pub public_base_url: Option<String>,
+    /// Key for mutating endpoints; unset means open (development).
+    #[arg(long, env = "API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// HMAC secret for URLs and tokens the service signs (random per start if unset).
+    #[arg(long, env = "SIGNING_SECRET", hide_env_values = true)]
+    pub signing_secret: Option<String>,
+    /// Default Cache-Control max-age, seconds.
+    #[arg(long, env = "CACHE_MAX_AGE", default_value_t = 86400)]
+    pub cache_max_age: u64,
+    /// Size of the in-memory cache of hot media, MiB (0 disables it).
+    #[arg(long, env = "CACHE_MEMORY_MB", default_value_t = 256)]
+    pub cache_memory_mb: u64,
+    /// Seconds a memory entry is trusted before the store is asked again.
+    #[arg(long, env = "CACHE_MEMORY_TTL", default_value_t = 60)]
+    pub cache_memory_ttl: u64,
+    /// Image jobs running at once (default: number of CPUs).
+    #[arg(long, env = "MAX_CONCURRENT_TRANSFORMS")]
+    pub max_concurrent_transforms: Option<usize>,
+    /// Image jobs waiting at most; more get 503 overloaded.
+    #[arg(long, env = "TRANSFORM_QUEUE", default_value_t = 64)]
+    pub transform_queue: usize,
+    /// Largest source image, in pixels (width × height).
+    #[arg(long, env = "MAX_SOURCE_PIXELS", default_value_t = 100_000_000)]
+    pub max_source_pixels: u64,
+    /// Seconds a transform may run before it is abandoned.
+    #[arg(long, env = "TRANSFORM_TIMEOUT", default_value_t = 30)]
+    pub transform_timeout: u64,
+    /// Seconds a request may take to produce its response headers.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = 60)]
+    pub request_timeout: u64,
+    /// Seconds a client may stay silent while sending headers or a body.
+    #[arg(long, env = "CLIENT_IDLE_TIMEOUT", default_value_t = 30)]
+    pub client_idle_timeout: u64,
+    /// Seconds to finish in-flight work after SIGTERM.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value_t = 30)]
+    pub shutdown_timeout: u64,
+    /// Origins allowed to PUT to the filesystem backend's upload URLs (comma-separated, `*` for any).
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "*")]
+    pub cors_allowed_origins: String,
+    /// `text` or `json`.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Which store to use.
+#[derive(Debug, Clone)]
+pub enum StorageConfig {
+    /// Files under a directory.
+    Fs {
+        /// The root directory.
+        data_dir: PathBuf,
+    },
+    /// An S3 bucket.
+    S3(S3Settings),
+}
+
+/// Cache settings.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Default Cache-Control max-age, seconds.
+    pub max_age: u64,
+    /// In-memory cache capacity, bytes.
+    pub memory_bytes: u64,
+    /// How long a memory entry is trusted.
+    pub memory_ttl: Duration,
+}
+
+/// Image transform limits.
+#[derive(Debug, Clone)]
+pub struct TransformConfig {
+    /// Jobs running at once.
+    pub concurrency: usize,
+    /// Jobs waiting at most.
+    pub queue: usize,
+    /// Largest source, pixels.
+    pub max_pixels: u64,
+    /// Per-transform time limit.
+    pub timeout: Duration,
+}
+
+/// HTTP server limits.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Time to produce response headers.
+    pub request_timeout: Duration,
+    /// Longest silence from a client mid-request.
+    pub client_idle_timeout: Duration,
+    /// Drain deadline after SIGTERM.
+    pub shutdown_timeout: Duration,
+    /// CORS origins for the filesystem upload URLs; empty means any.
+    pub cors_origins: Vec<String>,
+}
+
+/// The validated runtime configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The store.
+    pub storage: StorageConfig,
+    /// Where the profiles come from (`None`: bundled).
+    pub profiles_source: Option<String>,
+    /// How to reach S3 for an `s3://` profiles file (bucket from the URL).
+    pub profiles_s3: S3Settings,
+    /// Base of URLs pointing at this service, without trailing slash.
+    pub public_base_url: Option<String>,
+    /// API key; `None` means open.
+    pub api_key: Option<Secret>,
+    /// HMAC secret.
+    pub signing_secret: Secret,
+    /// Whether the signing secret was generated (single-instance only).
+    pub signing_secret_generated: bool,
+    /// Caching.
+    pub cache: CacheConfig,
+    /// Transforms.
+    pub transforms: TransformConfig,
+    /// HTTP.
+    pub http: HttpConfig,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// Treats `VAR=` like an unset variable.
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.trim().is_empty())
+}
+
+fn check_url(name: &str, url: &Option<String>) -> Result<(), String> {
+    match url {
+        Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+            Err(format!("{name} must start with http:// or https://, got '{u}'"))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl Config {
+    /// Validates the settings.
+    pub fn from_settings(s: Settings) -> Result<Self, String> {
+        let s3_endpoint = non_empty(s.s3_endpoint);
+        let public_s3_endpoint = non_empty(s.public_s3_endpoint);
+        let public_base_url = non_empty(s.public_base_url).map(|u| u.trim_end_matches('/').to_owned());
+        check_url("S3_ENDPOINT", &s3_endpoint)?;
+        check_url("PUBLIC_S3_ENDPOINT", &public_s3_endpoint)?;
+        check_url("PUBLIC_BASE_URL", &public_base_url)?;
+        let s3 = S3Settings {
+            bucket: non_empty(s.s3_bucket.clone()).unwrap_or_default(),
+            region: s.s3_region,
+            endpoint: s3_endpoint,
+            public_endpoint: public_s3_endpoint,
+            access_key_id: non_empty(s.aws_access_key_id),
+            secret_access_key: non_empty(s.aws_secret_access_key),
+        };
+        let storage = match non_empty(s.s3_bucket) {
+            Some(_) => StorageConfig::S3(s3.clone()),
+            None => StorageConfig::Fs { data_dir: s.data_dir },
+        };
+        let (signing_secret, generated) = match non_empty(s.signing_secret) {
+            Some(secret) if secret.len() < 16 => {
+                return Err("SIGNING_SECRET must be at least 16 characters".into());
+            }
+            Some(secret) => (Secret::new(secret), false),
+            None => (Secret::new(hex::encode(rand::random::<[u8; 32]>())), true),
+        };
+        let concurrency =
+            s.max_concurrent_transforms.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        if concurrency == 0 {
+            return Err("MAX_CONCURRENT_TRANSFORMS must be at least 1".into());
+        }
+        if s.max_source_pixels == 0 {
+            return Err("MAX_SOURCE_PIXELS must be at least 1".into());
+        }
+        let secs = |name: &str, v: u64| {
+            if v == 0 { Err(format!("{name} must be at least 1 second")) } else { Ok(Duration::from_secs(v)) }
+        };
+        let cors_origins = s
+            .cors_allowed_origins
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty() && o != "*")
+            .collect();
+        Ok(Self {
+            listen: SocketAddr::new(s.bind_addr, s.port),
+            storage,
+            profiles_source: non_empty(s.storage_config_path),
+            profiles_s3: s3,
+            public_base_url,
+            api_key: non_empty(s.api_key).map(Secret::new),
+            signing_secret,
+            signing_secret_generated: generated,
+            cache: CacheConfig {
+                max_age: s.cache_max_age,
+                memory_bytes: s.cache_memory_mb.saturating_mul(1024 * 1024),
+                memory_ttl: Duration::from_secs(s.cache_memory_ttl),
+            },
+            transforms: TransformConfig {
+                concurrency,
+                queue: s.transform_queue,
+                max_pixels: s.max_source_pixels,
+                timeout: secs("TRANSFORM_TIMEOUT", s.transform_timeout)?,
+            },
+            http: HttpConfig {
+                request_timeout: secs("REQUEST_TIMEOUT", s.request_timeout)?,
+                client_idle_timeout: secs("CLIENT_IDLE_TIMEOUT", s.client_idle_timeout)?,
+                shutdown_timeout: Duration::from_secs(s.shutdown_timeout),
+                cors_origins,
+            },
+            log_format: s.log_format,
+        })
+    }
+
+    /// A configuration for tests and embedding: filesystem store at `data_dir`,
+    /// defaults everywhere else, a fixed signing secret.
+    pub fn for_fs(data_dir: impl Into<PathBuf>) -> Self {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        // Parse no arguments and no environment: the documented defaults.
+        let mut settings = Defaults::parse_from(["mediaflow"]).settings;
+        settings.data_dir = data_dir.into();
+        settings.s3_bucket = None;
+        settings.api_key = None;
+        settings.storage_config_path = None;
+        settings.public_base_url = None;
+        settings.signing_secret = Some("test-signing-secret-0123456789".into());
+        Self::from_settings(settings).expect("defaults are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_not_in_debug_output() {
+        let mut c = Config::for_fs("/tmp/x");
+        c.api_key = Some(Secret::new("api-key-value"));
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("api-key-value"));
+        assert!(!dbg.contains("test-signing-secret"));
+    }
+}

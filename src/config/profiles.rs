@@ -1,0 +1,511 @@
+//! Upload profiles: the YAML file of the Go service, parsed into serde structs
+//! that mirror it ([`RawFile`]), then validated once into [`Profile`]s with
+//! typed fields (sizes as integers, MiB as bytes, formats as an enum).
+//!
+//! Every error names the file, the profile, the field and, where known, the line.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::image::OutputFormat;
+use crate::storage::keys::{KeyPrefix, StorageTemplate};
+
+/// The bundled example profiles, used when `STORAGE_CONFIG_PATH` is unset.
+pub const EXAMPLE_PROFILES: &str = include_str!("../../config/profiles.yaml");
+
+const MIB: u64 = 1024 * 1024;
+/// S3's largest single PUT.
+pub const MAX_SINGLE_PUT: u64 = 5 * 1024 * MIB;
+/// S3's most parts in one upload.
+pub const MAX_PARTS: u64 = 10_000;
+/// S3's longest presigned URL lifetime (7 days).
+pub const MAX_TOKEN_TTL: u64 = 7 * 24 * 3600;
+
+/// A profiles file exactly as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    /// Profiles by name.
+    pub profiles: BTreeMap<String, RawProfile>,
+}
+
+/// A size written as `"256"` (the seed) or `256`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawSize {
+    /// `"256"`
+    Text(String),
+    /// `256`
+    Number(i64),
+}
+
+/// One profile exactly as written. Optional keys have the defaults below.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct RawProfile {
+    pub kind: Option<String>,
+    pub allowed_mimes: Option<Vec<String>>,
+    pub size_max_bytes: Option<i64>,
+    pub multipart_threshold_mb: Option<i64>,
+    pub part_size_mb: Option<i64>,
+    pub token_ttl_seconds: Option<i64>,
+    pub storage_path: Option<String>,
+    pub enable_sharding: Option<bool>,
+    pub thumb_folder: Option<String>,
+    pub sizes: Option<Vec<RawSize>>,
+    pub default_size: Option<RawSize>,
+    pub quality: Option<i64>,
+    pub convert_to: Option<String>,
+    pub cache_duration: Option<i64>,
+    pub proxy_folder: Option<String>,
+    pub formats: Option<Vec<String>>,
+    pub allow_any_width: Option<bool>,
+    pub max_width: Option<i64>,
+    pub initial_batch_size: Option<i64>,
+    pub max_batch_size: Option<i64>,
+}
+
+/// Image or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    /// Still images: thumbnails are resized images.
+    Image,
+    /// Videos: thumbnails are poster frames (a later issue).
+    Video,
+}
+
+impl MediaKind {
+    /// The YAML spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Image => "image",
+            Self::Video => "video",
+        }
+    }
+}
+
+/// The thumbnail format of a profile and the extension its variants are stored
+/// under (`convert_to` as written, so `jpg` stays `jpg` as in the seed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvertTo {
+    /// The encoder.
+    pub format: OutputFormat,
+    /// The extension as written in the profile.
+    pub ext: String,
+}
+
+/// A validated profile.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    /// The profile's name (`avatar`).
+    pub name: String,
+    /// Image or video.
+    pub kind: MediaKind,
+    /// MIME types a client may upload, lowercase.
+    pub allowed_mimes: Vec<String>,
+    /// Largest upload, bytes.
+    pub size_max_bytes: u64,
+    /// Uploads larger than this are multipart, bytes.
+    pub multipart_threshold: u64,
+    /// Part size, bytes (>= 5 MiB).
+    pub part_size: u64,
+    /// Lifetime of presigned URLs and upload tokens.
+    pub token_ttl: Duration,
+    /// Where originals go.
+    pub storage_path: StorageTemplate,
+    /// Whether originals are sharded.
+    pub enable_sharding: bool,
+    /// Folder of the thumbnails (no trailing slash).
+    pub thumb_folder: String,
+    /// Allowed thumbnail widths.
+    pub sizes: Vec<u32>,
+    /// Width when none is asked for.
+    pub default_size: u32,
+    /// Encoder quality, 1..=100.
+    pub quality: u8,
+    /// Default thumbnail format.
+    pub convert_to: ConvertTo,
+    /// Cache-Control max-age for this profile's media; `None`: CACHE_MAX_AGE.
+    pub cache_duration: Option<u64>,
+    /// Video proxies folder (video profiles).
+    pub proxy_folder: Option<String>,
+    /// Video proxy formats (video profiles).
+    pub formats: Vec<String>,
+    /// Any width up to `max_width`, not only `sizes`.
+    pub allow_any_width: bool,
+    /// Widest thumbnail.
+    pub max_width: u32,
+    /// Part URLs in the presign answer.
+    pub initial_batch_size: u32,
+    /// Most part URLs per presign/parts call.
+    pub max_batch_size: u32,
+}
+
+impl Profile {
+    /// Whether a client may upload `mime`.
+    pub fn allows_mime(&self, mime: &str) -> bool {
+        self.allowed_mimes.iter().any(|m| m.eq_ignore_ascii_case(mime))
+    }
+}
+
+/// A configuration error, located as precisely as the parser allows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The file (path, `s3://…`, or `<bundled>`).
+    pub file: String,
+    /// The profile, when the error is in one.
+    pub profile: Option<String>,
+    /// The field, when the error is in one.
+    pub field: Option<String>,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        write!(f, ":")?;
+        if let Some(p) = &self.profile {
+            write!(f, " profile '{p}'")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, " field '{field}'")?;
+        }
+        if self.profile.is_some() || self.field.is_some() {
+            write!(f, ":")?;
+        }
+        write!(f, " {}", self.message)
+    }
+}
+
+/// The validated profiles, by name; always has a `default`.
+#[derive(Debug, Clone)]
+pub struct Profiles {
+    by_name: BTreeMap<String, Arc<Profile>>,
+}
+
+/// The built-in `default` profile, used when the file has none (the seed's).
+const BUILTIN_DEFAULT: &str = r#"
+kind: "image"
+allowed_mimes: ["image/jpeg", "image/png", "image/webp", "image/gif"]
+size_max_bytes: 10485760
+multipart_threshold_mb: 15
+part_size_mb: 8
+token_ttl_seconds: 900
+storage_path: "originals/{shard?}/{key_base}"
+enable_sharding: true
+thumb_folder: "thumbnails"
+sizes: ["128", "256", "512", "1024"]
+default_size: "256"
+quality: 85
+convert_to: "webp"
+"#;
+
+impl Profiles {
+    /// Parses and validates a profiles file; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let raw: RawFile = serde_yaml_ng::from_str(text).map_err(|e| ConfigError {
+            file: file.to_owned(),
+            profile: None,
+            field: None,
+            line: e.location().map(|l| l.line()),
+            message: e.to_string(),
+        })?;
+        if raw.profiles.is_empty() {
+            return Err(ConfigError {
+                file: file.to_owned(),
+                profile: None,
+                field: Some("profiles".into()),
+                line: None,
+                message: "no profiles defined".into(),
+            });
+        }
+        let mut by_name = BTreeMap::new();
+        for (name, raw_profile) in raw.profiles {
+            let profile = validate(&name, raw_profile).map_err(|(field, message)| ConfigError {
+                file: file.to_owned(),
+                line: locate(text, &name, field),
+                profile: Some(name.clone()),
+                field: Some(field.to_owned()),
+                message,
+            })?;
+            by_name.insert(name, Arc::new(profile));
+        }
+        if !by_name.contains_key("default") {
+            let raw: RawProfile = serde_yaml_ng::from_str(BUILTIN_DEFAULT).expect("built-in default parses");
+            let profile = validate("default", raw).expect("built-in default is valid");
+            by_name.insert("default".into(), Arc::new(profile));
+        }
+        Ok(Self { by_name })
+    }
+
+    /// The bundled example profiles.
+    pub fn example() -> Self {
+        Self::parse(EXAMPLE_PROFILES, "<bundled config/profiles.yaml>").expect("bundled profiles are valid")
+    }
+
+    /// A profile by name.
+    pub fn get(&self, name: &str) -> Option<&Arc<Profile>> {
+        self.by_name.get(name)
+    }
+
+    /// All profiles, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Profile>> {
+        self.by_name.values()
+    }
+
+    /// The profile whose `storage_path` an object key was made from: the one
+    /// with the longest literal prefix the key starts with.
+    pub fn for_object_key(&self, key: &str) -> Option<&Arc<Profile>> {
+        self.by_name
+            .values()
+            .filter(|p| key.starts_with(p.storage_path.literal_prefix()))
+            .max_by_key(|p| p.storage_path.literal_prefix().len())
+    }
+}
+
+/// Finds the line of `field` inside profile `name` (1-based), by indentation.
+fn locate(text: &str, name: &str, field: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let key_of = |l: &str| l.trim_start().split(':').next().unwrap_or("").trim().trim_matches(['"', '\'']).to_owned();
+    let start = lines.iter().position(|l| indent(l) > 0 && key_of(l) == name && l.trim_end().ends_with(':'))?;
+    let base = indent(lines[start]);
+    for (i, line) in lines.iter().enumerate().skip(start + 1) {
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        if indent(line) <= base {
+            break;
+        }
+        if key_of(line) == field {
+            return Some(i + 1);
+        }
+    }
+    Some(start + 1)
+}
+
+type FieldResult<T> = Result<T, (&'static str, String)>;
+
+fn in_range(field: &'static str, v: i64, min: i64, max: i64) -> FieldResult<i64> {
+    if v < min || v > max { Err((field, format!("must be between {min} and {max}, got {v}"))) } else { Ok(v) }
+}
+
+fn size_value(field: &'static str, raw: &RawSize) -> FieldResult<u32> {
+    let n = match raw {
+        RawSize::Number(n) => *n,
+        RawSize::Text(s) => s.trim().parse::<i64>().map_err(|_| (field, format!("'{s}' is not a positive integer")))?,
+    };
+    if n <= 0 || n > 16384 {
+        return Err((field, format!("{n} is not a width in 1..=16384")));
+    }
+    Ok(n as u32)
+}
+
+fn folder(field: &'static str, raw: &str) -> FieldResult<String> {
+    let trimmed = raw.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err((field, "must not be empty".into()));
+    }
+    KeyPrefix::parse(format!("{trimmed}/")).map_err(|e| (field, e.to_string()))?;
+    Ok(trimmed.to_owned())
+}
+
+/// Turns one raw profile into a validated one, or names the bad field.
+fn validate(name: &str, raw: RawProfile) -> FieldResult<Profile> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        return Err(("profiles", format!("profile name '{name}' must be [A-Za-z0-9_-]+")));
+    }
+    let kind = match raw.kind.as_deref().unwrap_or("image") {
+        "image" => MediaKind::Image,
+        "video" => MediaKind::Video,
+        other => return Err(("kind", format!("'{other}' is not image or video"))),
+    };
+    let allowed_mimes: Vec<String> = raw.allowed_mimes.ok_or(("allowed_mimes", "is required".to_owned()))?;
+    if allowed_mimes.is_empty() {
+        return Err(("allowed_mimes", "must list at least one MIME type".into()));
+    }
+    for m in &allowed_mimes {
+        let valid = m.split_once('/').is_some_and(|(t, s)| !t.is_empty() && !s.is_empty() && !s.contains('/'));
+        if !valid || m.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(("allowed_mimes", format!("'{m}' is not a MIME type")));
+        }
+    }
+    let size_max_bytes = raw.size_max_bytes.ok_or(("size_max_bytes", "is required".to_owned()))?;
+    let size_max_bytes = in_range("size_max_bytes", size_max_bytes, 1, (5 * 1024 * 1024 * MIB) as i64)? as u64;
+    let threshold_mb = in_range("multipart_threshold_mb", raw.multipart_threshold_mb.unwrap_or(15), 0, 5 * 1024)?;
+    let part_size_mb = in_range("part_size_mb", raw.part_size_mb.unwrap_or(8), 5, 5 * 1024)?;
+    let part_size = part_size_mb as u64 * MIB;
+    if size_max_bytes.div_ceil(part_size) > MAX_PARTS {
+        return Err((
+            "part_size_mb",
+            format!("{part_size_mb} MiB parts cannot carry size_max_bytes in {MAX_PARTS} parts (S3's limit)"),
+        ));
+    }
+    let token_ttl = in_range("token_ttl_seconds", raw.token_ttl_seconds.unwrap_or(900), 1, MAX_TOKEN_TTL as i64)?;
+    let enable_sharding = raw.enable_sharding.unwrap_or(false);
+    let storage_path = raw.storage_path.ok_or(("storage_path", "is required".to_owned()))?;
+    let storage_path =
+        StorageTemplate::parse(&storage_path, enable_sharding).map_err(|e| ("storage_path", e.to_string()))?;
+    let thumb_folder = folder("thumb_folder", raw.thumb_folder.as_deref().unwrap_or(&format!("thumbnails/{name}")))?;
+    let max_width = in_range("max_width", raw.max_width.unwrap_or(4096), 1, 16384)? as u32;
+    let sizes =
+        raw.sizes.unwrap_or_default().iter().map(|s| size_value("sizes", s)).collect::<FieldResult<Vec<u32>>>()?;
+    let allow_any_width = raw.allow_any_width.unwrap_or(false);
+    let default_size = match &raw.default_size {
+        Some(d) => size_value("default_size", d)?,
+        None => *sizes.first().ok_or(("sizes", "must list at least one size (or set default_size)".to_owned()))?,
+    };
+    if !sizes.is_empty() && !sizes.contains(&default_size) {
+        return Err(("default_size", format!("{default_size} is not one of sizes {sizes:?}")));
+    }
+    if sizes.is_empty() && !allow_any_width {
+        return Err(("sizes", "must list at least one size unless allow_any_width is true".into()));
+    }
+    if let Some(w) = sizes.iter().chain([&default_size]).find(|w| **w > max_width) {
+        return Err(("sizes", format!("{w} is wider than max_width {max_width}")));
+    }
+    let quality = in_range("quality", raw.quality.unwrap_or(85), 1, 100)? as u8;
+    let convert_ext = raw.convert_to.unwrap_or_else(|| "webp".into());
+    let format = OutputFormat::from_name(&convert_ext)
+        .ok_or(("convert_to", format!("'{convert_ext}' is not one of webp, jpeg, jpg, png")))?;
+    let cache_duration = match raw.cache_duration {
+        Some(d) => Some(in_range("cache_duration", d, 0, 10 * 365 * 24 * 3600)? as u64),
+        None => None,
+    };
+    let proxy_folder = raw.proxy_folder.as_deref().map(|f| folder("proxy_folder", f)).transpose()?;
+    let initial_batch_size =
+        in_range("initial_batch_size", raw.initial_batch_size.unwrap_or(10), 1, MAX_PARTS as i64)? as u32;
+    let max_batch_size = in_range("max_batch_size", raw.max_batch_size.unwrap_or(100), 1, MAX_PARTS as i64)? as u32;
+    if initial_batch_size > max_batch_size {
+        return Err((
+            "initial_batch_size",
+            format!("{initial_batch_size} is larger than max_batch_size {max_batch_size}"),
+        ));
+    }
+    Ok(Profile {
+        name: name.to_owned(),
+        kind,
+        allowed_mimes: allowed_mimes.iter().map(|m| m.to_ascii_lowercase()).collect(),
+        size_max_bytes,
+        multipart_threshold: threshold_mb as u64 * MIB,
+        part_size,
+        token_ttl: Duration::from_secs(token_ttl as u64),
+        storage_path,
+        enable_sharding,
+        thumb_folder,
+        sizes,
+        default_size,
+        quality,
+        convert_to: ConvertTo { format, ext: convert_ext.to_ascii_lowercase() },
+        cache_duration,
+        proxy_folder,
+        formats: raw.formats.unwrap_or_default(),
+        allow_any_width,
+        max_width,
+        initial_batch_size,
+        max_batch_size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_profiles_are_valid() {
+        let p = Profiles::example();
+        for name in ["avatar", "photo", "banner", "video", "default"] {
+            assert!(p.get(name).is_some(), "{name}");
+        }
+        let avatar = p.get("avatar").unwrap();
+        assert_eq!(avatar.kind, MediaKind::Image);
+        assert_eq!(avatar.size_max_bytes, 5_242_880);
+        assert_eq!(avatar.multipart_threshold, 15 * MIB);
+        assert_eq!(avatar.part_size, 8 * MIB);
+        assert_eq!(avatar.sizes, vec![128, 256]);
+        assert_eq!(avatar.default_size, 256);
+        assert_eq!(avatar.convert_to.format, OutputFormat::Webp);
+        assert_eq!(avatar.token_ttl, Duration::from_secs(900));
+        assert_eq!(p.get("video").unwrap().kind, MediaKind::Video);
+    }
+
+    #[test]
+    fn builtin_default_is_added() {
+        let yaml = "profiles:\n  a:\n    allowed_mimes: [image/png]\n    size_max_bytes: 10\n    storage_path: x/{key_base}\n    sizes: [64]\n";
+        let p = Profiles::parse(yaml, "f.yaml").unwrap();
+        let d = p.get("default").unwrap();
+        assert_eq!(d.default_size, 256);
+        assert_eq!(d.convert_to.format, OutputFormat::Webp);
+        assert_eq!(p.get("a").unwrap().sizes, vec![64]);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_line() {
+        let yaml = "profiles:\n  a:\n    allowed_mimes: [image/png]\n    size_max_bytes: 10\n    colour: red\n";
+        let e = Profiles::parse(yaml, "f.yaml").unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.to_string().contains("f.yaml:5"), "{e}");
+        assert!(e.to_string().contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn validation_errors_name_profile_field_and_line() {
+        let yaml = "profiles:\n  avatar:\n    allowed_mimes: [image/png]\n    size_max_bytes: 10\n    storage_path: x/{key_base}\n    sizes: [\"128\"]\n    default_size: \"256\"\n";
+        let e = Profiles::parse(yaml, "p.yaml").unwrap_err();
+        assert_eq!(e.profile.as_deref(), Some("avatar"));
+        assert_eq!(e.field.as_deref(), Some("default_size"));
+        assert_eq!(e.line, Some(7));
+        assert_eq!(e.to_string(), "p.yaml:7: profile 'avatar' field 'default_size': 256 is not one of sizes [128]");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let base = "profiles:\n  a:\n    allowed_mimes: [image/png]\n    size_max_bytes: 100\n    storage_path: x/{key_base}\n    sizes: [\"64\"]\n";
+        for (extra, field) in [
+            ("    part_size_mb: 4\n", "part_size_mb"),
+            ("    quality: 0\n", "quality"),
+            ("    quality: 101\n", "quality"),
+            ("    convert_to: gif\n", "convert_to"),
+            ("    kind: audio\n", "kind"),
+            ("    thumb_folder: ../up\n", "thumb_folder"),
+            ("    token_ttl_seconds: 0\n", "token_ttl_seconds"),
+            ("    initial_batch_size: 200\n", "initial_batch_size"),
+        ] {
+            let e = Profiles::parse(&format!("{base}{extra}"), "f").unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{extra}: {e}");
+        }
+        let no_path = "profiles:\n  a:\n    allowed_mimes: [image/png]\n    size_max_bytes: 100\n    sizes: [\"64\"]\n";
+        assert_eq!(Profiles::parse(no_path, "f").unwrap_err().field.as_deref(), Some("storage_path"));
+        let bad_size = base.replace("\"64\"", "\"abc\"");
+        assert_eq!(Profiles::parse(&bad_size, "f").unwrap_err().field.as_deref(), Some("sizes"));
+        let too_many_parts = base.replace("size_max_bytes: 100", "size_max_bytes: 90000000000");
+        assert_eq!(Profiles::parse(&too_many_parts, "f").unwrap_err().field.as_deref(), Some("part_size_mb"));
+    }
+
+    #[test]
+    fn profile_found_from_object_key() {
+        let p = Profiles::example();
+        assert_eq!(p.for_object_key("originals/avatars/ab/k1").unwrap().name, "avatar");
+        assert_eq!(p.for_object_key("originals/photos/ab/k1").unwrap().name, "photo");
+        assert!(p.for_object_key("elsewhere/k1").is_none());
+    }
+
+    #[test]
+    fn jpg_is_kept_as_the_variant_extension() {
+        let yaml = "profiles:\n  a:\n    allowed_mimes: [image/png]\n    size_max_bytes: 10\n    storage_path: x/{key_base}\n    sizes: [64]\n    convert_to: jpg\n";
+        let p = Profiles::parse(yaml, "f").unwrap();
+        let a = p.get("a").unwrap();
+        assert_eq!(a.convert_to, ConvertTo { format: OutputFormat::Jpeg, ext: "jpg".into() });
+    }
+}

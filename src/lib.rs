@@ -1,0 +1,29 @@
+//! MediaFlow: presigned uploads straight to object storage, originals served
+//! with ranges, and image thumbnails made on demand and stored once.
+//!
+//! # Layout
+//!
+//! - [`config`]: environment settings and YAML profiles, parsed and validated once.
+//! - [`storage`]: the [`storage::ObjectStore`] trait, its `fs` and `s3` backends,
+//!   typed object keys ([`storage::keys`]) and the fs backend's URL signing.
+//! - [`assets`]: an asset named by a URL (`profile`, `image_id`, `shard`) resolved
+//!   to the keys of its original and variants.
+//! - [`image`]: the image pipeline (sniff, decode, resize, encode), pure and synchronous.
+//! - [`http`]: the router, middleware, thin handlers and the one error type.
+//! - [`server`]: the accept loop with timeouts and graceful drain.
+//! - [`shutdown`]: signals, draining and background work.
+//! - [`state`]: what every request shares.
+//! - [`startup`]: wiring config to store to router, and `run`.
+
+pub mod assets;
+pub mod config;
+pub mod http;
+pub mod image;
+pub mod server;
+pub mod shutdown;
+pub mod startup;
+pub mod state;
+pub mod storage;
+
+pub use http::app;
+pub use startup::run;

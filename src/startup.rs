@@ -1,0 +1,112 @@
+//! Wiring: configuration → store → profiles → state → server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::{Config, Profiles, StorageConfig};
+use crate::state::AppState;
+use crate::storage::DynStore;
+use crate::storage::fs::FsStore;
+use crate::storage::s3::{S3Settings, S3Store};
+use crate::storage::signing::UrlSigner;
+
+/// Abandoned multipart uploads and temp files older than this are removed
+/// from the filesystem store at start-up.
+const FS_SWEEP_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Opens the configured store. The filesystem backend also returns the signer
+/// its upload URLs are verified with.
+pub async fn build_store(config: &Config) -> anyhow::Result<(DynStore, Option<UrlSigner>)> {
+    match &config.storage {
+        StorageConfig::Fs { data_dir } => {
+            let signer = UrlSigner::new(config.signing_secret.expose().as_bytes());
+            let store = FsStore::open(data_dir, signer.clone())
+                .await
+                .with_context(|| format!("opening DATA_DIR {}", data_dir.display()))?;
+            match store.sweep(FS_SWEEP_AGE).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "removed abandoned uploads and temp files"),
+                Err(e) => tracing::warn!(error = %e, "could not sweep abandoned uploads"),
+            }
+            tracing::info!(root = %store.root().display(), "storage: filesystem");
+            Ok((Arc::new(store), Some(signer)))
+        }
+        StorageConfig::S3(settings) => {
+            let store = S3Store::connect(settings).await;
+            tracing::info!(bucket = %settings.bucket, endpoint = ?settings.endpoint, "storage: s3");
+            Ok((Arc::new(store), None))
+        }
+    }
+}
+
+/// Loads the profiles from a path, an `s3://bucket/key` URL, or the bundled example.
+pub async fn load_profiles(source: Option<&str>, s3: &S3Settings) -> anyhow::Result<Profiles> {
+    let Some(source) = source else {
+        return Ok(Profiles::example());
+    };
+    let text = if let Some(rest) = source.strip_prefix("s3://") {
+        let (bucket, key) = rest
+            .split_once('/')
+            .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+            .with_context(|| format!("{source}: expected s3://bucket/key"))?;
+        let settings = S3Settings { bucket: bucket.to_owned(), ..s3.clone() };
+        let store = S3Store::connect(&settings).await;
+        let bytes = store
+            .read_from(bucket, key)
+            .await
+            .with_context(|| format!("{source}: could not read the profiles file"))?;
+        String::from_utf8(bytes.to_vec()).with_context(|| format!("{source}: not UTF-8"))?
+    } else {
+        std::fs::read_to_string(source).with_context(|| format!("{source}: could not read the profiles file"))?
+    };
+    Ok(Profiles::parse(&text, source)?)
+}
+
+/// Builds the state from a validated configuration.
+pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
+    let (store, signer) = build_store(&config).await?;
+    let profiles = load_profiles(config.profiles_source.as_deref(), &config.profiles_s3).await?;
+    if config.api_key.is_none() {
+        tracing::warn!("API_KEY is not set: mutating endpoints are open to anyone (development mode)");
+    }
+    if config.signing_secret_generated {
+        tracing::warn!(
+            "SIGNING_SECRET is not set: a random one is used, so upload URLs and tokens die with this \
+             process and other instances reject them"
+        );
+    }
+    Ok(AppState::new(config, profiles, store, signer))
+}
+
+/// Runs the server until SIGTERM/SIGINT, then drains and returns.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let state = build_state(config).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    let lifecycle = state.lifecycle.clone();
+    tokio::spawn({
+        let lifecycle = lifecycle.clone();
+        async move {
+            crate::shutdown::signal().await;
+            lifecycle.shut_down();
+        }
+    });
+    let http = state.config.http.clone();
+    let drained = crate::server::serve(
+        listener,
+        crate::app(state.clone()),
+        lifecycle.clone(),
+        http.client_idle_timeout,
+        http.shutdown_timeout,
+    )
+    .await;
+    let tasks_done = lifecycle.wait_for_tasks(http.shutdown_timeout).await;
+    if !tasks_done {
+        tracing::warn!(pending = lifecycle.pending_tasks(), "background work did not finish before the deadline");
+    }
+    tracing::info!(drained, tasks_done, "stopped");
+    Ok(())
+}

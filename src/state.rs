@@ -1,0 +1,44 @@
+//! The state shared by every request.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use crate::config::{Config, Profiles};
+use crate::shutdown::Lifecycle;
+use crate::storage::DynStore;
+use crate::storage::signing::UrlSigner;
+
+/// Cheap to clone: everything lives behind one `Arc`.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// What [`AppState`] holds.
+#[derive(Debug)]
+pub struct Inner {
+    /// Validated settings.
+    pub config: Config,
+    /// Validated profiles.
+    pub profiles: Profiles,
+    /// The store.
+    pub store: DynStore,
+    /// Verifies the filesystem backend's upload URLs (`None` on S3).
+    pub fs_signer: Option<UrlSigner>,
+    /// Shutdown and background work.
+    pub lifecycle: Lifecycle,
+}
+
+impl AppState {
+    /// Assembles the state. `fs_signer` is set when the store is the
+    /// filesystem backend, whose upload URLs this service must accept.
+    pub fn new(config: Config, profiles: Profiles, store: DynStore, fs_signer: Option<UrlSigner>) -> Self {
+        Self(Arc::new(Inner { config, profiles, store, fs_signer, lifecycle: Lifecycle::new() }))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}

@@ -1,0 +1,162 @@
+//! Test helpers: backends (the filesystem in a temp dir, or the SeaweedFS that
+//! `scripts/test.sh` starts), and an in-process server on a free port.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mediaflow::config::{Config, StorageConfig};
+use mediaflow::state::AppState;
+use mediaflow::storage::DynStore;
+use mediaflow::storage::s3::{S3Settings, S3Store};
+
+/// Which store a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Fs,
+    S3,
+}
+
+/// Runs an async test body against both backends, as two tests.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn fs() {
+                    super::$name($crate::common::Backend::Fs).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn s3() {
+                    if $crate::common::s3_settings().is_some() {
+                        super::$name($crate::common::Backend::S3).await
+                    }
+                }
+            }
+        )*
+    };
+}
+
+/// The SeaweedFS settings from the environment `scripts/test.sh` sets, or
+/// `None` with a loud message. With MEDIAFLOW_REQUIRE_S3=1 (CI), missing
+/// settings fail the test instead.
+pub fn s3_settings() -> Option<S3Settings> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    match var("MEDIAFLOW_TEST_S3_ENDPOINT") {
+        Some(endpoint) => Some(S3Settings {
+            bucket: var("MEDIAFLOW_TEST_S3_BUCKET").unwrap_or_else(|| "mediaflow-test".into()),
+            region: var("MEDIAFLOW_TEST_S3_REGION").unwrap_or_else(|| "us-east-1".into()),
+            endpoint: Some(endpoint),
+            public_endpoint: None,
+            access_key_id: var("MEDIAFLOW_TEST_S3_ACCESS_KEY"),
+            secret_access_key: var("MEDIAFLOW_TEST_S3_SECRET_KEY"),
+        }),
+        None => {
+            assert!(
+                var("MEDIAFLOW_REQUIRE_S3").is_none(),
+                "MEDIAFLOW_REQUIRE_S3 is set but MEDIAFLOW_TEST_S3_ENDPOINT is not"
+            );
+            eprintln!(
+                "\n*** SKIPPED S3 TEST: MEDIAFLOW_TEST_S3_ENDPOINT is not set. \
+                 Run scripts/test.sh, which starts SeaweedFS, to run it. ***\n"
+            );
+            None
+        }
+    }
+}
+
+/// A random id, for keys that must not collide between tests sharing a bucket.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", hex::encode(rand::random::<[u8; 6]>()))
+}
+
+/// A store of the given backend, and the temp dir that must outlive it.
+pub async fn store(backend: Backend) -> (DynStore, Option<tempfile::TempDir>) {
+    match backend {
+        Backend::Fs => {
+            let dir = tempfile::tempdir().unwrap();
+            let signer = mediaflow::storage::signing::UrlSigner::new(b"test-signing-secret-0123456789");
+            let store = mediaflow::storage::fs::FsStore::open(dir.path(), signer).await.unwrap();
+            (Arc::new(store), Some(dir))
+        }
+        Backend::S3 => {
+            let settings = s3_settings().expect("S3 settings");
+            let store = S3Store::connect(&settings).await;
+            store.ensure_bucket().await.unwrap();
+            (Arc::new(store), None)
+        }
+    }
+}
+
+/// A configuration for `backend` with test defaults.
+pub fn config(backend: Backend) -> (Config, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_fs(dir.path().join("data"));
+    if backend == Backend::S3 {
+        config.storage = StorageConfig::S3(s3_settings().expect("S3 settings"));
+    }
+    (config, dir)
+}
+
+/// A server running in this process on a free loopback port.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub state: AppState,
+    pub client: reqwest::Client,
+    pub server: tokio::task::JoinHandle<bool>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Stops the server the way SIGTERM does and waits for it to drain.
+    pub async fn shutdown(self) -> bool {
+        self.state.lifecycle.shut_down();
+        let drained = self.server.await.unwrap();
+        let tasks = self.state.lifecycle.wait_for_tasks(std::time::Duration::from_secs(10)).await;
+        drained && tasks
+    }
+}
+
+/// Starts the service for `backend`; `tweak` adjusts the configuration.
+pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let (mut config, dir) = config(backend);
+    tweak(&mut config);
+    spawn_config(config, dir).await
+}
+
+/// Starts the service for `backend` with the test defaults.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// Starts the service with a full configuration.
+pub async fn spawn_config(config: Config, dir: tempfile::TempDir) -> TestApp {
+    if let StorageConfig::S3(settings) = &config.storage {
+        S3Store::connect(settings).await.ensure_bucket().await.unwrap();
+    }
+    let state = mediaflow::startup::build_state(config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let http = state.config.http.clone();
+    let server = tokio::spawn(mediaflow::server::serve(
+        listener,
+        mediaflow::app(state.clone()),
+        state.lifecycle.clone(),
+        http.client_idle_timeout,
+        http.shutdown_timeout,
+    ));
+    TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        state,
+        client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        server,
+        _dir: dir,
+    }
+}
