@@ -103,10 +103,16 @@ pub fn is_safe_media_type(ct: &str) -> bool {
     }
 }
 
-/// The Content-Type to serve: the stored one if safe, else what the first
-/// bytes sniff as (if safe), else `application/octet-stream`.
+/// Whether a stored type is safe and says what the bytes are (stores default
+/// to `application/octet-stream` or `binary/octet-stream` when none was given).
+pub fn is_specific_media_type(ct: &str) -> bool {
+    is_safe_media_type(ct) && !ct.to_ascii_lowercase().contains("octet-stream")
+}
+
+/// The Content-Type to serve: the stored one if safe and specific, else what
+/// the first bytes sniff as (if safe), else `application/octet-stream`.
 pub fn choose_content_type(stored: Option<&str>, head: Option<&[u8]>) -> String {
-    if let Some(ct) = stored.filter(|ct| is_safe_media_type(ct)) {
+    if let Some(ct) = stored.filter(|ct| is_specific_media_type(ct)) {
         return ct.to_owned();
     }
     head.and_then(infer::get)

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiPath, ApiQuery};
-use super::media::{Condition, MediaHeaders, choose_content_type, evaluate, is_safe_media_type, parse_range};
+use super::media::{Condition, MediaHeaders, choose_content_type, evaluate, is_specific_media_type, parse_range};
 use crate::assets::AssetRef;
 use crate::state::AppState;
 use crate::storage::{ByteRange, ObjectKey, ObjectMeta};
@@ -65,7 +65,7 @@ async fn media_headers(
     meta: &ObjectMeta,
 ) -> ApiResult<MediaHeaders> {
     let stored = meta.content_type.as_deref();
-    let content_type = if stored.is_some_and(is_safe_media_type) || meta.size == 0 {
+    let content_type = if stored.is_some_and(is_specific_media_type) || meta.size == 0 {
         choose_content_type(stored, None)
     } else {
         // No usable stored type (a file copied in by hand, a bad upload): look
