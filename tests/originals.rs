@@ -146,7 +146,9 @@ async fn shards_and_lookup_errors(backend: Backend) {
     assert_eq!(error_code(r).await, (400, "bad_request".into()));
     let r = app.client.get(app.url("/originals/nope/x")).send().await.unwrap();
     assert_eq!(error_code(r).await, (404, "not_found".into()));
-    for bad in ["/originals/avatar/..", "/originals/avatar/a%2Fb", "/originals/avatar/a%00b", "/originals/avatar/%2e%2e"] {
+    for bad in
+        ["/originals/avatar/..", "/originals/avatar/a%2Fb", "/originals/avatar/a%00b", "/originals/avatar/%2e%2e"]
+    {
         let r = app.client.get(app.url(bad)).send().await.unwrap();
         let (status, code) = error_code(r).await;
         assert!(status == 400 || status == 404, "{bad}: {status}");
@@ -197,9 +199,7 @@ async fn ready_is_503_when_the_store_is_gone() {
     config.http.shutdown_timeout = std::time::Duration::from_secs(1);
     let state = mediaflow::startup::build_state(config).await.unwrap();
     std::fs::remove_dir_all(dir.path().join("data")).unwrap();
-    let resp = mediaflow::app(state)
-        .oneshot(axum::http::Request::get("/ready").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let resp =
+        mediaflow::app(state).oneshot(axum::http::Request::get("/ready").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(resp.status(), 503);
 }
