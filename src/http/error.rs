@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::assets::AssetError;
 use crate::storage::StorageError;
 use crate::storage::keys::KeyError;
+use crate::uploads::UploadError;
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -211,6 +212,25 @@ impl From<AssetError> for ApiError {
             AssetError::UnknownProfile(_) => Self::NotFound(e.to_string()),
             AssetError::Key(k) => k.into(),
             AssetError::ExtensionRequired(_) => Self::bad_request(e.to_string()),
+        }
+    }
+}
+
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> Self {
+        let message = e.to_string();
+        match e {
+            UploadError::BadRequest(_) => Self::bad_request(message),
+            UploadError::MimeNotAllowed { .. } => Self::MimeNotAllowed(message),
+            UploadError::TooLarge { .. } => Self::SizeTooLarge { message, body: false },
+            UploadError::Unauthorized(_) => Self::Unauthorized(message),
+            UploadError::InvalidUploadId => Self::InvalidUploadId(message),
+            UploadError::InvalidPartRange(_) => Self::InvalidPartRange(message),
+            UploadError::BatchSizeExceeded { .. } => Self::BatchSizeExceeded(message),
+            UploadError::Conflict(_) => Self::Conflict(message),
+            UploadError::VerificationFailed(_) => Self::UploadVerificationFailed(message),
+            UploadError::Key(k) => k.into(),
+            UploadError::Storage(s) => s.into(),
         }
     }
 }

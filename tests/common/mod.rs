@@ -130,6 +130,35 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
     spawn_config(config, dir).await
 }
 
+/// The API key test servers started by [`spawn_secured`] require.
+pub const API_KEY: &str = "test-api-key";
+
+/// Starts the service with the API key set and the test profiles
+/// (`tests/fixtures/profiles.yaml`); `tweak` adjusts the configuration.
+pub async fn spawn_secured_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_with(backend, |c| {
+        c.api_key = Some(mediaflow::config::Secret::new(API_KEY));
+        c.profiles_source = Some(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/profiles.yaml").into());
+        tweak(c);
+    })
+    .await
+}
+
+/// [`spawn_secured_with`] with no further changes.
+pub async fn spawn_secured(backend: Backend) -> TestApp {
+    spawn_secured_with(backend, |_| {}).await
+}
+
+/// Asserts a JSON error answer and returns its status and code.
+pub async fn error_of(resp: reqwest::Response) -> (u16, String) {
+    let status = resp.status().as_u16();
+    let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(ct.as_deref(), Some("application/json"), "errors are JSON (status {status})");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    (status, body["code"].as_str().unwrap().to_owned())
+}
+
 /// Starts the service for `backend` with the test defaults.
 pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, |_| {}).await

@@ -1,0 +1,111 @@
+//! `PUT /_upload/{key}`: the filesystem backend's own presigned URLs (SPEC §4).
+//!
+//! Behaves as S3 does for a presigned PUT, so a client written for S3 works
+//! unchanged: the signature binds the length, type and `If-None-Match`; a
+//! request that differs is refused with 403 before a byte is stored; an
+//! existing object with `If-None-Match: *` is 412; the body is streamed to a
+//! temp file and renamed into place; the answer carries the ETag (quoted MD5).
+
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{ApiPath, ApiQuery};
+use crate::state::AppState;
+use crate::storage::signing::{SignedQuery, UploadGrant};
+use crate::storage::{ByteStream, ObjectKey, PutBody, PutOptions, StorageError};
+
+/// Fails the body with `TimedOut` when the client sends nothing for `idle`.
+fn with_idle_timeout(body: Body, idle: Duration) -> ByteStream {
+    let stream = tokio_stream::StreamExt::timeout(body.into_data_stream(), idle).map(|item| match item {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => Err(std::io::Error::other(e)),
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "client sent nothing for too long")),
+    });
+    Box::pin(stream)
+}
+
+/// Most bytes of a refused body read (and dropped) before answering, so that
+/// an HTTP client still sending it gets the answer instead of a reset.
+const DRAIN_LIMIT: u64 = 8 * 1024 * 1024;
+
+/// Receives a PUT to a signed upload URL.
+pub async fn receive(
+    State(state): State<AppState>,
+    ApiPath(key): ApiPath<String>,
+    ApiQuery(query): ApiQuery<SignedQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let (key, grant) = match admit(&state, key, &query, &headers) {
+        Ok(admitted) => admitted,
+        Err(e) => {
+            drain(body, state.config.http.client_idle_timeout).await;
+            return Err(e);
+        }
+    };
+    let body = PutBody::stream(with_idle_timeout(body, state.config.http.client_idle_timeout), grant.content_length);
+    let etag = match &grant.part {
+        None => {
+            let opts = PutOptions { content_type: grant.content_type.clone(), if_none_match: grant.if_none_match };
+            match state.store.put(&key, body, opts).await {
+                Ok(meta) => meta.etag,
+                Err(StorageError::AlreadyExists) => {
+                    return Err(ApiError::PreconditionFailed("an object already exists at this key".into()));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Some((upload_id, part_number)) => state.store.upload_part(&key, upload_id, *part_number, body).await?,
+    };
+    let mut response = StatusCode::OK.into_response();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(response)
+}
+
+/// Checks the signature and that every signed header is sent exactly, as S3 does.
+fn admit(
+    state: &AppState,
+    key: String,
+    query: &SignedQuery,
+    headers: &HeaderMap,
+) -> ApiResult<(ObjectKey, UploadGrant)> {
+    let Some(signer) = &state.fs_signer else {
+        return Err(ApiError::NotFound("no such route".into()));
+    };
+    let key = ObjectKey::parse(key)?;
+    let grant = signer.verify(key.clone(), query, SystemTime::now()).map_err(|e| ApiError::Forbidden(e.to_string()))?;
+    let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let length = header(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    if length != Some(grant.content_length) {
+        return Err(ApiError::Forbidden(format!("Content-Length must be exactly {} as signed", grant.content_length)));
+    }
+    if let Some(ct) = &grant.content_type {
+        if header(header::CONTENT_TYPE) != Some(ct.as_str()) {
+            return Err(ApiError::Forbidden(format!("Content-Type must be '{ct}' as signed")));
+        }
+    }
+    if grant.if_none_match && header(header::IF_NONE_MATCH) != Some("*") {
+        return Err(ApiError::Forbidden("If-None-Match: * must be sent as signed".into()));
+    }
+    Ok((key, grant))
+}
+
+/// Reads and drops up to [`DRAIN_LIMIT`] bytes of a refused body.
+async fn drain(body: Body, idle: Duration) {
+    let mut stream = with_idle_timeout(body, idle);
+    let mut seen = 0u64;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len() as u64;
+        if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Upload endpoints: presign, part batches, resume, complete, abort, and
+//! asset deletion. Handlers only extract, authorise and call the service.
+
+use axum::Json;
+use axum::extract::{FromRequestParts, State};
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::auth::check_key;
+use super::error::{ApiError, ApiResult};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::assets::AssetRef;
+use crate::state::AppState;
+use crate::storage::ObjectKey;
+use crate::uploads::{
+    CompleteRequest, PartsRequest, PartsResponse, PresignRequest, PresignResponse, StoredPart, TokenSigner, UploadAuth,
+    UrlContext,
+};
+
+/// The service's public base URL: `PUBLIC_BASE_URL`, else the request's
+/// (forwarded) host and scheme.
+#[derive(Debug, Clone)]
+pub struct BaseUrl(pub String);
+
+impl FromRequestParts<AppState> for BaseUrl {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(base) = &state.config.public_base_url {
+            return Ok(Self(base.clone()));
+        }
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+        let host = header("x-forwarded-host")
+            .or_else(|| header("host"))
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+            .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b'@'))
+            .ok_or_else(|| ApiError::bad_request_hint("no Host header", "send Host or set PUBLIC_BASE_URL"))?;
+        let scheme = match header("x-forwarded-proto") {
+            Some("https") => "https",
+            _ => "http",
+        };
+        Ok(Self(format!("{scheme}://{host}")))
+    }
+}
+
+/// `?token=` on upload URLs.
+#[derive(Debug, Default, Deserialize)]
+pub struct TokenQuery {
+    /// The upload token.
+    pub token: Option<String>,
+}
+
+/// The object key and upload id of `/v1/uploads/{object_key}/{action}/{upload_id}`,
+/// where the key is either one percent-encoded segment or raw with slashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadPath {
+    /// The object key.
+    pub key: ObjectKey,
+    /// `parts`, `complete` or `abort`.
+    pub action: String,
+    /// The upload id.
+    pub upload_id: String,
+}
+
+impl UploadPath {
+    /// Parses the (already percent-decoded) tail after `/v1/uploads/`.
+    pub fn parse(tail: &str) -> Result<Self, ApiError> {
+        let mut it = tail.rsplitn(3, '/');
+        let (Some(upload_id), Some(action), Some(key)) = (it.next(), it.next(), it.next()) else {
+            return Err(ApiError::NotFound("no such route".into()));
+        };
+        if !matches!(action, "parts" | "complete" | "abort") {
+            return Err(ApiError::NotFound("no such route".into()));
+        }
+        if upload_id.is_empty() {
+            return Err(ApiError::bad_request("empty upload id"));
+        }
+        Ok(Self { key: ObjectKey::parse(key)?, action: action.to_owned(), upload_id: upload_id.to_owned() })
+    }
+}
+
+/// Authorises a call on an existing upload: its token (query, header or body)
+/// or the API key. A token must name this very upload.
+fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    token: Option<&str>,
+    key: &ObjectKey,
+    upload_id: &str,
+) -> Result<UploadAuth, ApiError> {
+    let token = token.or_else(|| headers.get("x-upload-token").and_then(|v| v.to_str().ok())).filter(|t| !t.is_empty());
+    match token {
+        Some(token) => {
+            let signer = TokenSigner::new(state.config.signing_secret.expose().as_bytes());
+            let claims = signer
+                .verify(token, std::time::SystemTime::now())
+                .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+            if claims.object_key != key.as_str() || claims.upload_id != upload_id {
+                return Err(ApiError::Unauthorized("the upload token belongs to another upload".into()));
+            }
+            Ok(UploadAuth::Token(claims))
+        }
+        None => {
+            let check = check_key(state, headers);
+            if check.allowed() { Ok(UploadAuth::ApiKey) } else { Err(check.error()) }
+        }
+    }
+}
+
+/// `POST /v1/uploads/presign` (API key).
+pub async fn presign(
+    State(state): State<AppState>,
+    BaseUrl(base_url): BaseUrl,
+    ApiJson(req): ApiJson<PresignRequest>,
+) -> ApiResult<Json<PresignResponse>> {
+    Ok(Json(state.presign(&req, &UrlContext { base_url }).await?))
+}
+
+/// `POST /v1/uploads/presign/parts` (the upload's token; the API key alone is not enough).
+pub async fn presign_parts(
+    State(state): State<AppState>,
+    BaseUrl(base_url): BaseUrl,
+    ApiQuery(q): ApiQuery<TokenQuery>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<PartsRequest>,
+) -> ApiResult<Json<PartsResponse>> {
+    let token = req
+        .upload_token
+        .as_deref()
+        .or(q.token.as_deref())
+        .or_else(|| headers.get("x-upload-token").and_then(|v| v.to_str().ok()))
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        let check = check_key(&state, &headers);
+        if !check.allowed() {
+            return Err(check.error());
+        }
+        return Err(ApiError::bad_request_hint(
+            "missing 'upload_token'",
+            "send the upload_token from the presign answer: it carries the part sizes",
+        ));
+    };
+    let claims = TokenSigner::new(state.config.signing_secret.expose().as_bytes())
+        .verify(token, std::time::SystemTime::now())
+        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    Ok(Json(state.presign_parts(&req, &claims, &UrlContext { base_url }).await?))
+}
+
+/// The answer to a resume call.
+#[derive(Debug, Serialize)]
+pub struct PartsList {
+    /// Parts the store holds.
+    pub parts: Vec<StoredPart>,
+}
+
+/// `GET /v1/uploads/{object_key}/parts/{upload_id}` (API key or token).
+pub async fn list_parts(
+    State(state): State<AppState>,
+    ApiPath(tail): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TokenQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Json<PartsList>> {
+    let path = UploadPath::parse(&tail)?;
+    if path.action != "parts" {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    authorize(&state, &headers, q.token.as_deref(), &path.key, &path.upload_id)?;
+    Ok(Json(PartsList { parts: state.stored_parts(&path.key, &path.upload_id).await? }))
+}
+
+/// `POST /v1/uploads/{object_key}/complete/{upload_id}` (API key or token).
+pub async fn complete(
+    State(state): State<AppState>,
+    ApiPath(tail): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TokenQuery>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    let path = UploadPath::parse(&tail)?;
+    if path.action != "complete" {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    // Authorisation comes before the body is even parsed.
+    let auth = authorize(&state, &headers, q.token.as_deref(), &path.key, &path.upload_id)?;
+    let req: CompleteRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    state.complete_upload(&path.key, &path.upload_id, &req, &auth).await?;
+    Ok(Json(json!({"status": "completed", "object_key": path.key.as_str()})))
+}
+
+/// `DELETE /v1/uploads/{object_key}/abort/{upload_id}` (API key or token).
+pub async fn abort(
+    State(state): State<AppState>,
+    ApiPath(tail): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TokenQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    let path = UploadPath::parse(&tail)?;
+    if path.action != "abort" {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    authorize(&state, &headers, q.token.as_deref(), &path.key, &path.upload_id)?;
+    state.abort_upload(&path.key, &path.upload_id).await?;
+    Ok(Json(json!({"status": "aborted", "upload_id": path.upload_id})))
+}
+
+/// `?shard=` on asset URLs.
+#[derive(Debug, Default, Deserialize)]
+pub struct ShardQuery {
+    /// A custom shard.
+    pub shard: Option<String>,
+}
+
+/// `DELETE /v1/assets/{profile}/{key_base}` (API key): the original and every variant.
+pub async fn delete_asset(
+    State(state): State<AppState>,
+    ApiPath((profile, key_base)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<ShardQuery>,
+) -> ApiResult<Json<Value>> {
+    let asset = AssetRef::resolve(&state.profiles, &profile, &key_base, q.shard.as_deref())?;
+    let deleted = state.delete_asset(&asset).await?;
+    if deleted == 0 {
+        return Err(ApiError::NotFound(format!("nothing is stored for '{key_base}' in profile '{profile}'")));
+    }
+    Ok(Json(json!({
+        "status": "deleted",
+        "profile": profile,
+        "key_base": asset.key_base.as_str(),
+        "objects_deleted": deleted,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_paths_take_both_key_forms() {
+        let p = UploadPath::parse("originals/avatars/ab/k1/complete/u-1").unwrap();
+        assert_eq!(
+            (p.key.as_str(), p.action.as_str(), p.upload_id.as_str()),
+            ("originals/avatars/ab/k1", "complete", "u-1")
+        );
+        let p = UploadPath::parse("k1/parts/xyz").unwrap();
+        assert_eq!((p.key.as_str(), p.action.as_str()), ("k1", "parts"));
+        assert!(UploadPath::parse("k1/other/xyz").is_err());
+        assert!(UploadPath::parse("complete/xyz").is_err());
+        assert!(UploadPath::parse("../etc/complete/xyz").is_err());
+        assert!(UploadPath::parse("a//b/complete/xyz").is_err());
+    }
+}

@@ -1,0 +1,684 @@
+//! Direct uploads: presigning against a profile's policy, multipart batches,
+//! resume, completion with verification, abort.
+//!
+//! The store enforces the policy: single PUT URLs bind Content-Type,
+//! Content-Length and `If-None-Match: *`; multipart part URLs bind each part's
+//! exact length, so the total is bound too. After a multipart completion the
+//! object is verified (size, and magic bytes from a ranged read) and deleted
+//! if it fails.
+
+pub mod sniff;
+pub mod token;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::profiles::MAX_SINGLE_PUT;
+use crate::config::{Profile, Profiles};
+use crate::state::AppState;
+use crate::storage::keys::{Extension, KeyBase, KeyError, Shard};
+use crate::storage::{
+    ByteRange, CompletedPart, ObjectKey, PartInfo, PresignContext, PresignOp, PresignedRequest, StorageError,
+};
+pub use token::{TokenError, TokenSigner, UploadClaims};
+
+/// What went wrong in an upload call. Mapped to HTTP in `http::error`.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// Malformed or incomplete request.
+    #[error("{0}")]
+    BadRequest(String),
+    /// MIME type not allowed by the profile.
+    #[error("mime type '{mime}' is not allowed for profile '{profile}' (allowed: {allowed})")]
+    MimeNotAllowed {
+        /// The declared type.
+        mime: String,
+        /// The profile.
+        profile: String,
+        /// The allowed types, comma-separated.
+        allowed: String,
+    },
+    /// Declared size over the profile's limit (or S3's single-PUT limit).
+    #[error("size {size} exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Declared size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The token does not belong to this upload.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Unknown, completed or aborted upload.
+    #[error("unknown, completed or aborted upload id")]
+    InvalidUploadId,
+    /// Part range outside the upload.
+    #[error("{0}")]
+    InvalidPartRange(String),
+    /// Too many part URLs asked for at once.
+    #[error("count {count} exceeds max_batch_size {max}")]
+    BatchSizeExceeded {
+        /// Asked for.
+        count: u32,
+        /// The profile's limit.
+        max: u32,
+    },
+    /// An object is already stored at the key.
+    #[error("an object already exists at '{0}'; delete it first")]
+    Conflict(String),
+    /// The completed object failed verification and was deleted.
+    #[error("{0}")]
+    VerificationFailed(String),
+    /// A key rule was broken.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The store failed.
+    #[error(transparent)]
+    Storage(StorageError),
+}
+
+impl From<StorageError> for UploadError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::NoSuchUpload => Self::InvalidUploadId,
+            StorageError::InvalidKey(k) => Self::Key(k),
+            other => Self::Storage(other),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, UploadError>;
+
+/// `multipart` in a presign request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MultipartMode {
+    /// Multipart above the profile's threshold.
+    #[default]
+    Auto,
+    /// Always multipart.
+    Force,
+    /// Never multipart (up to 5 GiB).
+    Off,
+}
+
+/// `POST /v1/uploads/presign` body (the seed's shape). Required fields are
+/// options so their absence gets a clear `bad_request`, not a parser message.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PresignRequest {
+    /// The client's id.
+    pub key_base: Option<String>,
+    /// Extension (derived from `mime` when absent).
+    pub ext: Option<String>,
+    /// MIME type of the upload.
+    pub mime: Option<String>,
+    /// Exact size in bytes.
+    pub size_bytes: Option<i64>,
+    /// `image` or `video`; must match the profile when given.
+    pub kind: Option<String>,
+    /// Profile name (default `default`).
+    pub profile: Option<String>,
+    /// `auto` (default), `force` or `off`.
+    pub multipart: Option<MultipartMode>,
+    /// A custom shard (profiles with sharding only).
+    pub shard: Option<String>,
+}
+
+/// A URL to call with its method, headers and expiry.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SignedAction {
+    /// HTTP method.
+    pub method: String,
+    /// The URL.
+    pub url: String,
+    /// Headers to send exactly.
+    pub headers: BTreeMap<String, String>,
+    /// RFC 3339 expiry.
+    pub expires_at: String,
+}
+
+/// One part's URL.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PartUrl {
+    /// 1-based part number.
+    pub part_number: u32,
+    /// HTTP method.
+    pub method: String,
+    /// The URL.
+    pub url: String,
+    /// Headers to send exactly (`Content-Length`).
+    pub headers: BTreeMap<String, String>,
+    /// RFC 3339 expiry.
+    pub expires_at: String,
+}
+
+/// Where a batch of part URLs stands.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct BatchInfo {
+    /// Parts in this batch.
+    pub parts_in_batch: u32,
+    /// The part to ask for next.
+    pub next_part_number: u32,
+    /// Whether parts remain after this batch.
+    pub has_more_parts: bool,
+}
+
+/// The multipart half of a presign answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct MultipartUpload {
+    /// The store's upload id.
+    pub upload_id: String,
+    /// The signed token later calls present.
+    pub upload_token: String,
+    /// Bytes per part (the last part carries the remainder).
+    pub part_size: u64,
+    /// Number of parts.
+    pub total_parts: u32,
+    /// The first batch of part URLs.
+    pub parts: Vec<PartUrl>,
+    /// Where the batch stands.
+    pub batch_info: BatchInfo,
+    /// How to complete.
+    pub complete: SignedAction,
+    /// How to abort.
+    pub abort: SignedAction,
+}
+
+/// `upload` in a presign answer: one of the two.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadPlan {
+    /// One PUT.
+    Single(SignedAction),
+    /// Parts.
+    Multipart(MultipartUpload),
+}
+
+/// The presign answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct PresignResponse {
+    /// Where the object will be stored.
+    pub object_key: String,
+    /// How to upload it.
+    pub upload: UploadPlan,
+}
+
+/// `POST /v1/uploads/presign/parts` body.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PartsRequest {
+    /// Object key (checked against the token when given).
+    pub object_key: Option<String>,
+    /// Upload id.
+    pub upload_id: Option<String>,
+    /// The token from the presign answer.
+    pub upload_token: Option<String>,
+    /// First part wanted (default 1).
+    pub start_part: Option<i64>,
+    /// How many (default the profile's initial_batch_size).
+    pub count: Option<i64>,
+}
+
+/// A batch of part URLs.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartsResponse {
+    /// The part URLs.
+    pub parts: Vec<PartUrl>,
+    /// Where the batch stands.
+    pub batch_info: BatchInfo,
+}
+
+/// A stored part, as the resume call lists it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StoredPart {
+    /// 1-based part number.
+    pub part_number: u32,
+    /// The part's ETag.
+    pub etag: String,
+    /// Its size.
+    pub size: u64,
+}
+
+/// A part named in a completion request.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CompleteRequestPart {
+    /// 1-based part number.
+    pub part_number: u32,
+    /// The ETag the store returned.
+    pub etag: String,
+}
+
+/// `POST …/complete/{upload_id}` body.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CompleteRequest {
+    /// The parts, in order.
+    #[serde(default)]
+    pub parts: Vec<CompleteRequestPart>,
+}
+
+/// How a call on an existing upload was authorised.
+#[derive(Debug, Clone)]
+pub enum UploadAuth {
+    /// The API key (or an open service): the profile comes from the key's prefix.
+    ApiKey,
+    /// The upload's own token.
+    Token(UploadClaims),
+}
+
+/// The service's own base URL and the time, for building URLs.
+#[derive(Debug, Clone)]
+pub struct UrlContext {
+    /// `https://media.example.com`.
+    pub base_url: String,
+}
+
+/// RFC 3339 at second precision (`2024-01-01T12:00:00Z`).
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = crate::storage::signing::unix(t) as i64;
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// The usual extension of a MIME type, for keys with `{ext}`.
+pub fn extension_for_mime(mime: &str) -> Option<&'static str> {
+    Some(match mime {
+        "image/jpeg" | "image/jpg" | "image/pjpeg" => "jpg",
+        "image/png" => "png",
+        "image/webp" => "webp",
+        "image/gif" => "gif",
+        "image/avif" => "avif",
+        "image/heic" => "heic",
+        "image/heif" => "heif",
+        "image/bmp" => "bmp",
+        "image/tiff" => "tiff",
+        "video/mp4" => "mp4",
+        "video/quicktime" => "mov",
+        "video/webm" => "webm",
+        "video/x-matroska" => "mkv",
+        "application/pdf" => "pdf",
+        _ => return None,
+    })
+}
+
+fn signed_action(req: PresignedRequest) -> SignedAction {
+    SignedAction {
+        method: req.method,
+        url: req.url,
+        headers: req.headers.into_iter().collect(),
+        expires_at: rfc3339(req.expires_at),
+    }
+}
+
+fn part_url(part_number: u32, req: PresignedRequest) -> PartUrl {
+    let a = signed_action(req);
+    PartUrl { part_number, method: a.method, url: a.url, headers: a.headers, expires_at: a.expires_at }
+}
+
+/// A validated presign request.
+#[derive(Debug)]
+struct Checked {
+    profile: Arc<Profile>,
+    key: ObjectKey,
+    mime: String,
+    size: u64,
+    multipart: bool,
+}
+
+/// Applies the checks of SPEC §3 in their order (the API key was checked by
+/// the router, the JSON shape by the extractor).
+fn check(profiles: &Profiles, req: &PresignRequest) -> Result<Checked> {
+    let missing = |f: &str| UploadError::BadRequest(format!("missing required field '{f}'"));
+    let key_base = req.key_base.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| missing("key_base"))?;
+    let mime = req.mime.as_deref().map(str::trim).filter(|s| !s.is_empty()).ok_or_else(|| missing("mime"))?;
+    let size = match req.size_bytes {
+        Some(s) if s > 0 => s as u64,
+        _ => return Err(UploadError::BadRequest("missing required field 'size_bytes' (a positive integer)".into())),
+    };
+    let profile_name = req.profile.as_deref().filter(|p| !p.is_empty()).unwrap_or("default");
+    let profile = profiles
+        .get(profile_name)
+        .ok_or_else(|| UploadError::BadRequest(format!("unknown profile '{profile_name}'")))?
+        .clone();
+    if let Some(kind) = req.kind.as_deref().filter(|k| !k.is_empty()) {
+        if kind != profile.kind.as_str() {
+            return Err(UploadError::BadRequest(format!(
+                "kind '{kind}' does not match profile '{}' (kind '{}')",
+                profile.name,
+                profile.kind.as_str()
+            )));
+        }
+    }
+    let mime = mime.to_ascii_lowercase();
+    if !profile.allows_mime(&mime) {
+        return Err(UploadError::MimeNotAllowed {
+            mime,
+            profile: profile.name.clone(),
+            allowed: profile.allowed_mimes.join(", "),
+        });
+    }
+    if size > profile.size_max_bytes {
+        return Err(UploadError::TooLarge { size, max: profile.size_max_bytes });
+    }
+    let mode = req.multipart.unwrap_or_default();
+    if mode == MultipartMode::Off && size > MAX_SINGLE_PUT {
+        return Err(UploadError::BadRequest(format!(
+            "multipart 'off' cannot upload {size} bytes: a single PUT is limited to 5 GiB"
+        )));
+    }
+    let multipart = match mode {
+        MultipartMode::Force => true,
+        MultipartMode::Off => false,
+        MultipartMode::Auto => size > profile.multipart_threshold || size > MAX_SINGLE_PUT,
+    };
+    let key_base = KeyBase::parse(key_base)?;
+    let shard = match req.shard.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) if profile.enable_sharding => Some(Shard::parse(s)?),
+        _ => None,
+    };
+    let ext = match req.ext.as_deref().filter(|e| !e.is_empty()) {
+        Some(e) => Some(Extension::parse(e)?),
+        None => extension_for_mime(&mime).map(|e| Extension::parse(e).expect("table extensions are valid")),
+    };
+    if profile.storage_path.uses_ext() && ext.is_none() {
+        return Err(UploadError::BadRequest(format!("no extension known for '{mime}': send 'ext'")));
+    }
+    let key = profile.storage_path.original(&key_base, ext.as_ref(), shard.as_ref())?;
+    Ok(Checked { profile, key, mime, size, multipart })
+}
+
+impl AppState {
+    fn token_signer(&self) -> TokenSigner {
+        TokenSigner::new(self.config.signing_secret.expose().as_bytes())
+    }
+
+    /// `POST /v1/uploads/presign`.
+    pub async fn presign(&self, req: &PresignRequest, urls: &UrlContext) -> Result<PresignResponse> {
+        let c = check(&self.profiles, req)?;
+        let ctx = PresignContext { base_url: urls.base_url.clone(), expires_in: c.profile.token_ttl };
+        if !c.multipart {
+            let op = PresignOp::Put { content_type: c.mime.clone(), content_length: c.size, if_none_match: true };
+            let signed = self.store.presign(&c.key, &op, &ctx).await?;
+            return Ok(PresignResponse {
+                object_key: c.key.to_string(),
+                upload: UploadPlan::Single(signed_action(signed)),
+            });
+        }
+        let upload_id = self.store.create_multipart(&c.key, &c.mime).await?;
+        let expires_at = SystemTime::now() + c.profile.token_ttl;
+        let claims = UploadClaims {
+            object_key: c.key.to_string(),
+            upload_id: upload_id.clone(),
+            profile: c.profile.name.clone(),
+            mime: c.mime.clone(),
+            size: c.size,
+            part_size: c.profile.part_size,
+            expires: crate::storage::signing::unix(expires_at),
+        };
+        let token = self.token_signer().issue(&claims);
+        let count = c.profile.initial_batch_size.min(claims.total_parts());
+        let (parts, batch_info) = self.part_batch(&c.key, &claims, 1, count, &ctx).await?;
+        let action = |method: &str, action: &str, headers: BTreeMap<String, String>| SignedAction {
+            method: method.to_owned(),
+            url: format!(
+                "{}/v1/uploads/{}/{action}/{}?token={}",
+                urls.base_url,
+                crate::storage::signing::encode_component(c.key.as_str()),
+                crate::storage::signing::encode_component(&upload_id),
+                token
+            ),
+            headers,
+            expires_at: rfc3339(expires_at),
+        };
+        let json = BTreeMap::from([("Content-Type".to_owned(), "application/json".to_owned())]);
+        Ok(PresignResponse {
+            object_key: c.key.to_string(),
+            upload: UploadPlan::Multipart(MultipartUpload {
+                upload_id: upload_id.clone(),
+                upload_token: token.clone(),
+                part_size: claims.part_size,
+                total_parts: claims.total_parts(),
+                parts,
+                batch_info,
+                complete: action("POST", "complete", json),
+                abort: action("DELETE", "abort", BTreeMap::new()),
+            }),
+        })
+    }
+
+    async fn part_batch(
+        &self,
+        key: &ObjectKey,
+        claims: &UploadClaims,
+        start: u32,
+        count: u32,
+        ctx: &PresignContext,
+    ) -> Result<(Vec<PartUrl>, BatchInfo)> {
+        let total = claims.total_parts();
+        let end = start.saturating_add(count).min(total + 1);
+        let mut parts = Vec::with_capacity((end - start) as usize);
+        for n in start..end {
+            let op = PresignOp::UploadPart {
+                upload_id: claims.upload_id.clone(),
+                part_number: n,
+                content_length: claims.part_length(n),
+            };
+            parts.push(part_url(n, self.store.presign(key, &op, ctx).await?));
+        }
+        let info = BatchInfo { parts_in_batch: end - start, next_part_number: end, has_more_parts: end <= total };
+        Ok((parts, info))
+    }
+
+    /// `POST /v1/uploads/presign/parts`: the next batch of part URLs.
+    pub async fn presign_parts(
+        &self,
+        req: &PartsRequest,
+        claims: &UploadClaims,
+        urls: &UrlContext,
+    ) -> Result<PartsResponse> {
+        let upload_id =
+            req.upload_id.as_deref().ok_or_else(|| UploadError::BadRequest("missing 'upload_id'".into()))?;
+        if upload_id != claims.upload_id || req.object_key.as_deref().is_some_and(|k| k != claims.object_key) {
+            return Err(UploadError::Unauthorized("the upload token belongs to another upload".into()));
+        }
+        let profile = self
+            .profiles
+            .get(&claims.profile)
+            .ok_or_else(|| UploadError::BadRequest(format!("profile '{}' no longer exists", claims.profile)))?;
+        let total = claims.total_parts();
+        let start = req.start_part.unwrap_or(1);
+        if start < 1 || start > i64::from(total) {
+            return Err(UploadError::InvalidPartRange(format!("start_part {start} is outside 1..={total}")));
+        }
+        let count = req.count.unwrap_or(i64::from(profile.initial_batch_size));
+        if count < 1 {
+            return Err(UploadError::BadRequest(format!("count must be at least 1, got {count}")));
+        }
+        if count > i64::from(profile.max_batch_size) {
+            return Err(UploadError::BatchSizeExceeded {
+                count: count.min(u32::MAX as i64) as u32,
+                max: profile.max_batch_size,
+            });
+        }
+        let key = ObjectKey::parse(claims.object_key.clone())?;
+        // The upload must still exist: URLs for an aborted upload would only fail later.
+        self.store.list_parts(&key, &claims.upload_id).await?;
+        let left = Duration::from_secs(claims.expires.saturating_sub(crate::storage::signing::unix(SystemTime::now())));
+        let ctx = PresignContext { base_url: urls.base_url.clone(), expires_in: left.max(Duration::from_secs(1)) };
+        let (parts, batch_info) = self.part_batch(&key, claims, start as u32, count as u32, &ctx).await?;
+        Ok(PartsResponse { parts, batch_info })
+    }
+
+    /// `GET /v1/uploads/{key}/parts/{id}`: the parts already stored.
+    pub async fn stored_parts(&self, key: &ObjectKey, upload_id: &str) -> Result<Vec<StoredPart>> {
+        let parts = self.store.list_parts(key, upload_id).await?;
+        Ok(parts
+            .into_iter()
+            .map(|PartInfo { part_number, etag, size }| StoredPart { part_number, etag, size })
+            .collect())
+    }
+
+    /// `DELETE /v1/uploads/{key}/abort/{id}`.
+    pub async fn abort_upload(&self, key: &ObjectKey, upload_id: &str) -> Result<()> {
+        // Some stores answer 2xx to aborting an unknown or finished upload; the
+        // API promises invalid_upload_id for those.
+        self.store.list_parts(key, upload_id).await?;
+        Ok(self.store.abort_multipart(key, upload_id).await?)
+    }
+
+    /// `POST /v1/uploads/{key}/complete/{id}`: completes, then verifies.
+    pub async fn complete_upload(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        req: &CompleteRequest,
+        auth: &UploadAuth,
+    ) -> Result<()> {
+        if req.parts.is_empty() {
+            return Err(UploadError::BadRequest("'parts' must list at least one part".into()));
+        }
+        let (profile, expected_size) = match auth {
+            UploadAuth::Token(claims) => {
+                let p = self.profiles.get(&claims.profile).cloned();
+                (p, Some(claims.size))
+            }
+            UploadAuth::ApiKey => (self.profiles.for_object_key(key.as_str()).cloned(), None),
+        };
+        let profile =
+            profile.ok_or_else(|| UploadError::BadRequest(format!("no profile stores objects at '{key}'")))?;
+        // Fails with invalid_upload_id for unknown, completed or aborted uploads.
+        self.store.list_parts(key, upload_id).await?;
+        // Nothing uploaded is silently overwritten.
+        match self.store.head(key).await {
+            Ok(_) => return Err(UploadError::Conflict(key.to_string())),
+            Err(StorageError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let parts: Vec<CompletedPart> =
+            req.parts.iter().map(|p| CompletedPart { part_number: p.part_number, etag: p.etag.clone() }).collect();
+        self.store.complete_multipart(key, upload_id, &parts).await.map_err(|e| match e {
+            StorageError::InvalidPart(m) => UploadError::BadRequest(format!("invalid parts: {m}")),
+            other => other.into(),
+        })?;
+        if let Err(reason) = self.verify(key, &profile, expected_size).await? {
+            self.store.delete(key).await?;
+            tracing::warn!(key = %key, reason = %reason, "upload failed verification and was deleted");
+            return Err(UploadError::VerificationFailed(reason));
+        }
+        Ok(())
+    }
+
+    /// Checks a completed object: `Ok(Err(reason))` when it must be deleted.
+    async fn verify(
+        &self,
+        key: &ObjectKey,
+        profile: &Profile,
+        expected: Option<u64>,
+    ) -> Result<std::result::Result<(), String>> {
+        let meta = self.store.head(key).await?;
+        if let Some(expected) = expected {
+            if meta.size != expected {
+                return Ok(Err(format!("the object has {} bytes, {} were declared", meta.size, expected)));
+            }
+        }
+        if meta.size > profile.size_max_bytes {
+            return Ok(Err(format!(
+                "the object has {} bytes, the profile allows {}",
+                meta.size, profile.size_max_bytes
+            )));
+        }
+        let head = self
+            .store
+            .get(key, Some(ByteRange::Bounded { start: 0, end: sniff::SNIFF_LEN as u64 - 1 }))
+            .await?
+            .collect(sniff::SNIFF_LEN as u64)
+            .await?;
+        match sniff::sniff_mime(&head) {
+            Some(found) if profile.allowed_mimes.iter().any(|m| sniff::same_type(m, found)) => Ok(Ok(())),
+            Some(found) => Ok(Err(format!("the content is {found}, which profile '{}' does not allow", profile.name))),
+            None => Ok(Err(format!(
+                "the content is not any type profile '{}' allows ({})",
+                profile.name,
+                profile.allowed_mimes.join(", ")
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(size: i64) -> PresignRequest {
+        PresignRequest {
+            key_base: Some("k1".into()),
+            mime: Some("image/jpeg".into()),
+            size_bytes: Some(size),
+            kind: Some("image".into()),
+            profile: Some("avatar".into()),
+            ..Default::default()
+        }
+    }
+
+    fn err(r: PresignRequest) -> String {
+        match check(&Profiles::example(), &r) {
+            Err(e) => format!("{e:?}"),
+            Ok(_) => "ok".into(),
+        }
+    }
+
+    #[test]
+    fn checks_run_in_the_documented_order() {
+        assert!(err(PresignRequest { size_bytes: Some(0), ..req(1) }).starts_with("BadRequest"));
+        assert!(err(PresignRequest { key_base: None, ..req(1) }).starts_with("BadRequest"));
+        // Unknown profile before kind, mime and size.
+        let r = PresignRequest { profile: Some("nope".into()), mime: Some("text/html".into()), ..req(1 << 40) };
+        assert!(err(r).contains("unknown profile"));
+        let r = PresignRequest { kind: Some("video".into()), mime: Some("text/html".into()), ..req(1 << 40) };
+        assert!(err(r).contains("does not match"));
+        let r = PresignRequest { mime: Some("text/html".into()), ..req(1 << 40) };
+        assert!(err(r).starts_with("MimeNotAllowed"));
+        assert!(err(req(5_242_881)).starts_with("TooLarge"));
+        assert_eq!(err(req(5_242_880)), "ok");
+    }
+
+    #[test]
+    fn multipart_modes() {
+        let p = Profiles::example();
+        let video = |size: i64, mode| PresignRequest {
+            profile: Some("video".into()),
+            kind: Some("video".into()),
+            mime: Some("video/mp4".into()),
+            multipart: Some(mode),
+            ..req(size)
+        };
+        assert!(!check(&p, &video(1000, MultipartMode::Auto)).unwrap().multipart);
+        assert!(check(&p, &video(1000, MultipartMode::Force)).unwrap().multipart);
+        assert!(check(&p, &video(65 * 1024 * 1024, MultipartMode::Auto)).unwrap().multipart);
+        assert!(!check(&p, &video(65 * 1024 * 1024, MultipartMode::Off)).unwrap().multipart);
+        // The profile's own limit is checked before the single-PUT limit.
+        let e = check(&p, &video(5 * 1024 * 1024 * 1024 + 1, MultipartMode::Off)).unwrap_err();
+        assert!(matches!(e, UploadError::TooLarge { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn keys_use_the_profile_template() {
+        let c = check(&Profiles::example(), &req(10)).unwrap();
+        assert_eq!(c.key.as_str(), "originals/avatars/a2/k1");
+        let r = PresignRequest { shard: Some("tenant".into()), ..req(10) };
+        assert_eq!(check(&Profiles::example(), &r).unwrap().key.as_str(), "originals/avatars/tenant/k1");
+        let r = PresignRequest { shard: Some("BAD".into()), ..req(10) };
+        assert!(matches!(check(&Profiles::example(), &r), Err(UploadError::Key(_))));
+        let r = PresignRequest { key_base: Some("../x".into()), ..req(10) };
+        assert!(matches!(check(&Profiles::example(), &r), Err(UploadError::Key(_))));
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_seconds() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_704_110_400_500);
+        assert_eq!(rfc3339(t), "2024-01-01T12:00:00Z");
+    }
+}
