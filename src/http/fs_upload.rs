@@ -87,10 +87,10 @@ fn admit(
     if length != Some(grant.content_length) {
         return Err(ApiError::Forbidden(format!("Content-Length must be exactly {} as signed", grant.content_length)));
     }
-    if let Some(ct) = &grant.content_type {
-        if header(header::CONTENT_TYPE) != Some(ct.as_str()) {
-            return Err(ApiError::Forbidden(format!("Content-Type must be '{ct}' as signed")));
-        }
+    if let Some(ct) = &grant.content_type
+        && header(header::CONTENT_TYPE) != Some(ct.as_str())
+    {
+        return Err(ApiError::Forbidden(format!("Content-Type must be '{ct}' as signed")));
     }
     if grant.if_none_match && header(header::IF_NONE_MATCH) != Some("*") {
         return Err(ApiError::Forbidden("If-None-Match: * must be sent as signed".into()));

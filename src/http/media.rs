@@ -180,10 +180,10 @@ impl MediaHeaders {
             headers.insert(header::CONTENT_TYPE, v);
         }
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-        if let Some((start, end)) = range {
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{total}")) {
-                headers.insert(header::CONTENT_RANGE, v);
-            }
+        if let Some((start, end)) = range
+            && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{total}"))
+        {
+            headers.insert(header::CONTENT_RANGE, v);
         }
         r
     }

@@ -343,14 +343,14 @@ fn check(profiles: &Profiles, req: &PresignRequest) -> Result<Checked> {
         .get(profile_name)
         .ok_or_else(|| UploadError::BadRequest(format!("unknown profile '{profile_name}'")))?
         .clone();
-    if let Some(kind) = req.kind.as_deref().filter(|k| !k.is_empty()) {
-        if kind != profile.kind.as_str() {
-            return Err(UploadError::BadRequest(format!(
-                "kind '{kind}' does not match profile '{}' (kind '{}')",
-                profile.name,
-                profile.kind.as_str()
-            )));
-        }
+    if let Some(kind) = req.kind.as_deref().filter(|k| !k.is_empty())
+        && kind != profile.kind.as_str()
+    {
+        return Err(UploadError::BadRequest(format!(
+            "kind '{kind}' does not match profile '{}' (kind '{}')",
+            profile.name,
+            profile.kind.as_str()
+        )));
     }
     let mime = mime.to_ascii_lowercase();
     if !profile.allows_mime(&mime) {
@@ -579,10 +579,10 @@ impl AppState {
         expected: Option<u64>,
     ) -> Result<std::result::Result<(), String>> {
         let meta = self.store.head(key).await?;
-        if let Some(expected) = expected {
-            if meta.size != expected {
-                return Ok(Err(format!("the object has {} bytes, {} were declared", meta.size, expected)));
-            }
+        if let Some(expected) = expected
+            && meta.size != expected
+        {
+            return Ok(Err(format!("the object has {} bytes, {} were declared", meta.size, expected)));
         }
         if meta.size > profile.size_max_bytes {
             return Ok(Err(format!(
