@@ -6,9 +6,15 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::config::{Profile, Profiles};
-use crate::storage::ObjectKey;
+use crate::http::error::ApiError;
+use crate::state::AppState;
 use crate::storage::keys::{Extension, KeyBase, KeyError, Shard, VariantKey, split_image_id};
+use crate::storage::{ObjectKey, PutOptions, StorageError};
+use crate::uploads::extension_for_mime;
+use crate::uploads::sniff::same_type;
 
 /// Why an asset reference was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,6 +28,15 @@ pub enum AssetError {
     /// The profile's storage_path uses `{ext}` but the id has none.
     #[error("this profile stores originals with their extension: add it to the id (e.g. '{0}.jpg')")]
     ExtensionRequired(String),
+}
+
+/// What [`AppState::replace_original`] stored.
+#[derive(Debug, Clone)]
+pub struct Replaced {
+    /// The original's key.
+    pub object_key: ObjectKey,
+    /// Each size's variant key.
+    pub thumbnails: Vec<(u32, ObjectKey)>,
 }
 
 /// A resolved reference to one asset.
@@ -75,25 +90,18 @@ impl AssetRef {
     }
 }
 
-impl crate::state::AppState {
+impl AppState {
     /// Deletes the original and every variant of `asset` (all sizes, formats
     /// and qualities) and returns how many objects were deleted.
-    pub async fn delete_asset(&self, asset: &AssetRef) -> Result<usize, crate::http::error::ApiError> {
+    pub async fn delete_asset(&self, asset: &AssetRef) -> Result<usize, ApiError> {
         let mut doomed = Vec::new();
         let original = asset.original_key()?;
         match self.store.head(&original).await {
             Ok(_) => doomed.push(original),
-            Err(crate::storage::StorageError::NotFound) => {}
+            Err(StorageError::NotFound) => {}
             Err(e) => return Err(e.into()),
         }
-        let prefix = VariantKey::prefix(&asset.profile.thumb_folder, &asset.key_base)?;
-        for object in crate::storage::list_all(&*self.store, &prefix).await? {
-            let name = object.key.as_str().rsplit('/').next().unwrap_or_default();
-            // The prefix `k1_` also matches other ids such as `k1_b`: keep only ours.
-            if VariantKey::parse_name(name, &asset.key_base).is_some() {
-                doomed.push(object.key);
-            }
-        }
+        doomed.extend(self.variant_keys(asset).await?);
         for key in &doomed {
             self.store.delete(key).await?;
         }
@@ -101,8 +109,59 @@ impl crate::state::AppState {
         Ok(doomed.len())
     }
 
+    /// The keys of every stored variant of `asset`.
+    async fn variant_keys(&self, asset: &AssetRef) -> Result<Vec<ObjectKey>, ApiError> {
+        let prefix = VariantKey::prefix(&asset.profile.thumb_folder, &asset.key_base)?;
+        let listed = crate::storage::list_all(&*self.store, &prefix).await?;
+        Ok(listed
+            .into_iter()
+            .map(|o| o.key)
+            // The prefix `k1_` also matches other ids such as `k1_b`: keep only ours.
+            .filter(|k| {
+                VariantKey::parse_name(k.as_str().rsplit('/').next().unwrap_or_default(), &asset.key_base).is_some()
+            })
+            .collect())
+    }
+
+    /// Stores an uploaded original (replacing an earlier one, whose variants
+    /// are deleted) and makes every size of the profile. The image is checked
+    /// and rendered before anything is stored, so a bad upload changes nothing.
+    pub async fn replace_original(&self, asset: &AssetRef, image: Bytes) -> Result<Replaced, ApiError> {
+        let profile = &asset.profile;
+        let mime = crate::image::sniff(&image)
+            .map(|f| f.mime())
+            .filter(|m| profile.allowed_mimes.iter().any(|a| same_type(a, m)))
+            .ok_or_else(|| {
+                ApiError::MimeNotAllowed(format!(
+                    "the file is not one of the types profile '{}' allows ({})",
+                    profile.name,
+                    profile.allowed_mimes.join(", ")
+                ))
+            })?;
+        let rendered = self.thumbs.render_all(asset, image.clone()).await?;
+        let mut asset = asset.clone();
+        if profile.storage_path.uses_ext() && asset.ext.is_none() {
+            asset.ext = extension_for_mime(mime).and_then(|e| Extension::parse(e).ok());
+        }
+        let original = asset.original_key()?;
+        let opts = PutOptions { content_type: Some(mime.to_owned()), if_none_match: false };
+        self.store.put(&original, image.into(), opts).await?;
+        for key in self.variant_keys(&asset).await? {
+            self.store.delete(&key).await?;
+        }
+        self.forget_variants(&asset);
+        let mut thumbnails = Vec::with_capacity(rendered.len());
+        for (width, key, variant) in rendered {
+            self.thumbs.store_variant(&key, &variant).await?;
+            thumbnails.push((width, key));
+        }
+        Ok(Replaced { object_key: original, thumbnails })
+    }
+
     /// Drops an asset's variants from this instance's memory cache.
-    pub fn forget_variants(&self, _asset: &AssetRef) {}
+    pub fn forget_variants(&self, asset: &AssetRef) {
+        self.thumbs.forget(asset);
+    }
 }
 
 #[cfg(test)]

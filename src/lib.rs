@@ -25,6 +25,7 @@ pub mod shutdown;
 pub mod startup;
 pub mod state;
 pub mod storage;
+pub mod thumbs;
 pub mod uploads;
 
 pub use http::app;

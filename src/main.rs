@@ -1,7 +1,9 @@
 //! The `mediaflow` command: the server and its tools.
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mediaflow::config::{Config, LogFormat, Profiles, Settings};
+use mediaflow::image::{Limits, OutputFormat, ThumbSpec};
 
 #[derive(Parser)]
 #[command(name = "mediaflow", version, about = "Presigned uploads, originals and on-demand thumbnails")]
@@ -20,6 +22,23 @@ enum Command {
     CheckConfig {
         /// The YAML file or s3://bucket/key.
         path: Option<String>,
+    },
+    /// Make one thumbnail offline with the server's image pipeline.
+    Thumb {
+        /// Source image (JPEG, PNG, WebP, GIF, BMP).
+        input: std::path::PathBuf,
+        /// Target width in pixels (never upscaled).
+        #[arg(short = 'w', long)]
+        width: u32,
+        /// Output format: webp, jpeg or png.
+        #[arg(short = 'f', long, default_value = "webp")]
+        format: String,
+        /// Encoder quality, 1..=100.
+        #[arg(short = 'q', long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(1..=100))]
+        quality: u8,
+        /// Output file.
+        #[arg(short = 'o', long)]
+        output: std::path::PathBuf,
     },
 }
 
@@ -55,6 +74,25 @@ fn print_profiles(profiles: &Profiles) {
     }
 }
 
+/// `mediaflow thumb`: the pipeline on one file, timed.
+fn thumb(input: &std::path::Path, spec: ThumbSpec, max_pixels: u64, output: &std::path::Path) -> anyhow::Result<()> {
+    let source = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+    let started = std::time::Instant::now();
+    let made = mediaflow::image::thumbnail(&source, &spec, &Limits { max_pixels })?;
+    let elapsed = started.elapsed();
+    std::fs::write(output, &made.bytes).with_context(|| format!("writing {}", output.display()))?;
+    println!(
+        "{} -> {} {}x{} {} bytes in {:.1} ms",
+        input.display(),
+        output.display(),
+        made.width,
+        made.height,
+        made.bytes.len(),
+        elapsed.as_secs_f64() * 1000.0
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = dotenvy::dotenv();
@@ -69,6 +107,12 @@ async fn main() -> anyhow::Result<()> {
             print_profiles(&profiles);
             println!("ok: {} profiles", profiles.iter().count());
             Ok(())
+        }
+        Command::Thumb { input, width, format, quality, output } => {
+            let format = OutputFormat::from_name(&format)
+                .with_context(|| format!("format '{format}' is not one of webp, jpeg, png"))?;
+            let spec = ThumbSpec { width, format, quality };
+            tokio::task::block_in_place(|| thumb(&input, spec, config.transforms.max_pixels, &output))
         }
     }
 }

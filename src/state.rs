@@ -7,6 +7,7 @@ use crate::config::{Config, Profiles};
 use crate::shutdown::Lifecycle;
 use crate::storage::DynStore;
 use crate::storage::signing::UrlSigner;
+use crate::thumbs::Thumbs;
 
 /// Cheap to clone: everything lives behind one `Arc`.
 #[derive(Debug, Clone)]
@@ -25,13 +26,17 @@ pub struct Inner {
     pub fs_signer: Option<UrlSigner>,
     /// Shutdown and background work.
     pub lifecycle: Lifecycle,
+    /// Thumbnails: cache, single-flight, bounded rendering.
+    pub thumbs: Arc<Thumbs>,
 }
 
 impl AppState {
     /// Assembles the state. `fs_signer` is set when the store is the
     /// filesystem backend, whose upload URLs this service must accept.
     pub fn new(config: Config, profiles: Profiles, store: DynStore, fs_signer: Option<UrlSigner>) -> Self {
-        Self(Arc::new(Inner { config, profiles, store, fs_signer, lifecycle: Lifecycle::new() }))
+        let lifecycle = Lifecycle::new();
+        let thumbs = Arc::new(Thumbs::new(&config, store.clone(), lifecycle.clone()));
+        Self(Arc::new(Inner { config, profiles, store, fs_signer, lifecycle, thumbs }))
     }
 }
 

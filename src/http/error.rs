@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::assets::AssetError;
 use crate::storage::StorageError;
 use crate::storage::keys::KeyError;
+use crate::thumbs::ThumbError;
 use crate::uploads::UploadError;
 
 /// An error answer.
@@ -231,6 +232,20 @@ impl From<UploadError> for ApiError {
             UploadError::VerificationFailed(_) => Self::UploadVerificationFailed(message),
             UploadError::Key(k) => k.into(),
             UploadError::Storage(s) => s.into(),
+        }
+    }
+}
+
+impl From<ThumbError> for ApiError {
+    fn from(e: ThumbError) -> Self {
+        let message = e.to_string();
+        match e {
+            ThumbError::OriginalNotFound => Self::NotFound(message),
+            ThumbError::Unsupported(_) => Self::UnsupportedMedia(message),
+            ThumbError::TooLarge(_) => Self::ImageTooLarge(message),
+            ThumbError::Overloaded | ThumbError::TimedOut => Self::Overloaded { message, retry_after: 1 },
+            ThumbError::Storage(_) => Self::Storage(message),
+            ThumbError::Internal(_) => Self::Internal(message),
         }
     }
 }

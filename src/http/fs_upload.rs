@@ -6,33 +6,19 @@
 //! existing object with `If-None-Match: *` is 412; the body is streamed to a
 //! temp file and renamed into place; the answer carries the ETag (quoted MD5).
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 
+use super::body::{drain, with_idle_timeout};
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiPath, ApiQuery};
 use crate::state::AppState;
 use crate::storage::signing::{SignedQuery, UploadGrant};
-use crate::storage::{ByteStream, ObjectKey, PutBody, PutOptions, StorageError};
-
-/// Fails the body with `TimedOut` when the client sends nothing for `idle`.
-fn with_idle_timeout(body: Body, idle: Duration) -> ByteStream {
-    let stream = tokio_stream::StreamExt::timeout(body.into_data_stream(), idle).map(|item| match item {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) => Err(std::io::Error::other(e)),
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "client sent nothing for too long")),
-    });
-    Box::pin(stream)
-}
-
-/// Most bytes of a refused body read (and dropped) before answering, so that
-/// an HTTP client still sending it gets the answer instead of a reset.
-const DRAIN_LIMIT: u64 = 8 * 1024 * 1024;
+use crate::storage::{ObjectKey, PutBody, PutOptions, StorageError};
 
 /// Receives a PUT to a signed upload URL.
 pub async fn receive(
@@ -45,7 +31,7 @@ pub async fn receive(
     let (key, grant) = match admit(&state, key, &query, &headers) {
         Ok(admitted) => admitted,
         Err(e) => {
-            drain(body, state.config.http.client_idle_timeout).await;
+            drain(with_idle_timeout(body, state.config.http.client_idle_timeout)).await;
             return Err(e);
         }
     };
@@ -96,16 +82,4 @@ fn admit(
         return Err(ApiError::Forbidden("If-None-Match: * must be sent as signed".into()));
     }
     Ok((key, grant))
-}
-
-/// Reads and drops up to [`DRAIN_LIMIT`] bytes of a refused body.
-async fn drain(body: Body, idle: Duration) {
-    let mut stream = with_idle_timeout(body, idle);
-    let mut seen = 0u64;
-    while let Some(Ok(chunk)) = stream.next().await {
-        seen += chunk.len() as u64;
-        if seen > DRAIN_LIMIT {
-            break;
-        }
-    }
 }

@@ -2,16 +2,19 @@
 //! into the service modules. Errors are mapped in [`error`] only.
 
 pub mod auth;
+pub mod body;
 pub mod error;
 pub mod extract;
 pub mod fs_upload;
 pub mod health;
 pub mod media;
 pub mod originals;
+pub mod thumbs;
 pub mod uploads;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::routing::{delete, get, post, put};
@@ -33,6 +36,10 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/originals/{profile}/{image_id}", get(originals::get_original))
+        .route(
+            "/thumb/{profile}/{image_id}",
+            get(thumbs::get_thumb).post(thumbs::post_thumb.layer(DefaultBodyLimit::disable()).layer(with_key.clone())),
+        )
         .route("/v1/uploads/presign", post(uploads::presign).route_layer(with_key.clone()))
         // The upload's token authorises these (checked in the handlers), or the API key.
         .route("/v1/uploads/presign/parts", post(uploads::presign_parts))

@@ -27,6 +27,11 @@ pub(crate) struct Decoded {
 /// DCT scale.
 pub(crate) fn decode(bytes: &[u8], info: &ImageInfo, target_w: u32, limits: &Limits) -> Result<Decoded, ImageError> {
     match info.format {
+        // Decoders would pad a truncated JPEG with grey, as browsers do; a
+        // thumbnail of half an upload is stored and cached for good, so refuse.
+        SourceFormat::Jpeg if !jpeg_has_end(bytes) => {
+            Err(ImageError::Decode("truncated JPEG: no end-of-image marker".into()))
+        }
         SourceFormat::Jpeg => match decode_jpeg_mozjpeg(bytes, info, target_w) {
             Ok(Some(d)) => Ok(d),
             // CMYK/YCCK: mozjpeg can't convert to RGB; zune-jpeg can.
@@ -40,6 +45,14 @@ pub(crate) fn decode(bytes: &[u8], info: &ImageInfo, target_w: u32, limits: &Lim
         },
         _ => decode_with_image(bytes, info, limits),
     }
+}
+
+/// Whether a JPEG's end-of-image marker (`FF D9`) is among its last bytes.
+/// Inside entropy-coded data `FF` is always followed by `00` or a restart
+/// marker, so `FF D9` there is the real end; some writers pad after it.
+pub(crate) fn jpeg_has_end(bytes: &[u8]) -> bool {
+    let tail = &bytes[bytes.len().saturating_sub(4096)..];
+    tail.windows(2).any(|w| w == [0xff, 0xd9])
 }
 
 /// Smallest DCT scale numerator `n` (of 8) whose output is still at least

@@ -721,9 +721,12 @@ fn truncated_inputs_error_or_partial_never_panic() {
             }
         }
     }
-    // Truncated mid-scan baseline JPEG: partial image, right size.
+    // Truncated mid-scan baseline JPEG: refused (a half image must not be
+    // stored as a thumbnail); the complete file decodes.
     let jpeg = jpeg_from_rgb(&img, 85, &JpegMeta::default());
-    let t = thumbnail(&jpeg[..jpeg.len() / 2], &spec, &Limits::default()).unwrap();
+    let r = thumbnail(&jpeg[..jpeg.len() / 2], &spec, &Limits::default());
+    assert!(matches!(r, Err(ImageError::Decode(ref m)) if m.contains("truncated")), "{r:?}");
+    let t = thumbnail(&jpeg, &spec, &Limits::default()).unwrap();
     assert_eq!((t.width, t.height), (60, 45));
 }
 

@@ -2,6 +2,8 @@
 //! `scripts/test.sh` starts), and an in-process server on a free port.
 #![allow(dead_code)]
 
+pub mod images;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

@@ -1,0 +1,144 @@
+//! `GET|HEAD /thumb/{profile}/{image_id}` (on demand) and
+//! `POST /thumb/{profile}/{image_id}` (upload an original and make every size).
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::body::{ReadError, drain, read_limited};
+use super::error::{ApiError, ApiResult};
+use super::extract::{ApiPath, ApiQuery};
+use super::media::{Condition, MediaHeaders, evaluate};
+use crate::assets::AssetRef;
+use crate::config::MediaKind;
+use crate::state::AppState;
+use crate::thumbs::{FormatChoice, resolve_variant};
+
+/// Query of thumbnail URLs.
+#[derive(Debug, Default, Deserialize)]
+pub struct ThumbQuery {
+    /// Width in pixels (default: the profile's `default_size`).
+    pub width: Option<String>,
+    /// `webp`, `jpeg`, `png` or `auto` (default: the profile's `convert_to`).
+    pub format: Option<String>,
+    /// 1..=100 (default: the profile's `quality`).
+    pub quality: Option<String>,
+    /// A custom shard the original was stored under.
+    pub shard: Option<String>,
+}
+
+fn refuse_video(asset: &AssetRef) -> ApiResult<()> {
+    if asset.profile.kind == MediaKind::Video {
+        return Err(ApiError::UnsupportedMedia(format!(
+            "profile '{}' holds videos; poster frames are not made by this version",
+            asset.profile.name
+        )));
+    }
+    Ok(())
+}
+
+/// Serves a thumbnail, making and storing it if it does not exist yet.
+pub async fn get_thumb(
+    State(state): State<AppState>,
+    method: Method,
+    ApiPath((profile, image_id)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<ThumbQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let asset = AssetRef::resolve(&state.profiles, &profile, &image_id, q.shard.as_deref())?;
+    refuse_video(&asset)?;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let req = resolve_variant(&asset.profile, q.width.as_deref(), q.format.as_deref(), q.quality.as_deref(), accept)
+        .map_err(ApiError::bad_request)?;
+    let variant = state.thumbs.get(&asset, &req).await?;
+    let media = MediaHeaders {
+        content_type: variant.content_type.to_owned(),
+        etag: variant.etag.clone(),
+        last_modified: Some(variant.last_modified),
+        max_age: asset.profile.cache_duration.unwrap_or(state.config.cache.max_age),
+        ranges: false,
+        vary: (req.choice == FormatChoice::Auto).then_some("Accept"),
+    };
+    if evaluate(&headers, &variant.etag, variant.last_modified) == Condition::NotModified {
+        return Ok(media.not_modified());
+    }
+    let body = (method != Method::HEAD).then(|| Body::from(variant.bytes.clone()));
+    Ok(media.respond(variant.bytes.len() as u64, None, body))
+}
+
+/// Reads the image, mapping a limit overflow to 413.
+async fn read_capped<S, E>(stream: S, limit: u64) -> ApiResult<Bytes>
+where
+    S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    read_limited(stream, limit).await.map_err(|e| match e {
+        ReadError::TooLarge => too_large(limit),
+        ReadError::Stream(e) => ApiError::bad_request(format!("could not read the body: {e}")),
+    })
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::SizeTooLarge { message: format!("the image exceeds the profile's limit of {limit} bytes"), body: true }
+}
+
+/// The image of a POST: multipart field `file`, or the raw body.
+async fn read_image(state: &AppState, req: Request, limit: u64) -> ApiResult<Bytes> {
+    let content_type =
+        req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if content_type.starts_with("multipart/form-data") {
+        let mut form = Multipart::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("invalid multipart body: {}", e.body_text())))?;
+        while let Some(field) = form.next_field().await.map_err(|e| ApiError::bad_request(e.body_text()))? {
+            if field.name() == Some("file") {
+                return read_capped(field.map(|c| c.map_err(|e| e.body_text())).boxed(), limit).await;
+            }
+        }
+        return Err(ApiError::bad_request_hint("no 'file' field in the form", "send the image as form field 'file'"));
+    }
+    if !(content_type.starts_with("image/") || content_type.starts_with("application/octet-stream")) {
+        return Err(ApiError::bad_request_hint(
+            format!("unexpected Content-Type '{content_type}'"),
+            "send multipart/form-data with a 'file' field, or the raw image with an image/* Content-Type",
+        ));
+    }
+    // Refuse a declared oversize body before reading any of it. A client that
+    // asked `Expect: 100-continue` never sends it; one that did not is drained
+    // (bounded) so that it can read the answer.
+    if declared.is_some_and(|n| n > limit) {
+        let expects =
+            req.headers().get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !expects {
+            drain(req.into_body().into_data_stream()).await;
+        }
+        return Err(too_large(limit));
+    }
+    read_capped(req.into_body().into_data_stream(), limit).await
+}
+
+/// Stores an uploaded original (replacing an earlier one and its variants)
+/// and makes every size of the profile.
+pub async fn post_thumb(
+    State(state): State<AppState>,
+    ApiPath((profile, image_id)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<ThumbQuery>,
+    req: Request,
+) -> ApiResult<Response> {
+    let asset = AssetRef::resolve(&state.profiles, &profile, &image_id, q.shard.as_deref())?;
+    refuse_video(&asset)?;
+    let image = read_image(&state, req, asset.profile.size_max_bytes).await?;
+    let made = state.replace_original(&asset, image).await?;
+    let thumbnails: serde_json::Map<String, serde_json::Value> =
+        made.thumbnails.into_iter().map(|(w, k)| (w.to_string(), json!(k.as_str()))).collect();
+    let body = json!({"object_key": made.object_key.as_str(), "thumbnails": thumbnails});
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}

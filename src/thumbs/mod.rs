@@ -1,0 +1,331 @@
+//! Thumbnails on demand: look up a stored variant, else make it from the
+//! original, answer with it, and store it for next time.
+//!
+//! - Hot variants come from a bounded in-memory cache (bytes,
+//!   `CACHE_MEMORY_MB`), trusted for `CACHE_MEMORY_TTL` before the store is
+//!   asked again, so a delete made through another instance stops being served.
+//! - Concurrent requests for one missing variant share one render
+//!   (single-flight), and identical requests are coalesced before they queue.
+//! - Renders run on the blocking pool, at most `MAX_CONCURRENT_TRANSFORMS` at
+//!   once; at most `TRANSFORM_QUEUE` wait; beyond that the answer is 503.
+//! - The answer does not wait for the variant's store write; shutdown does.
+
+mod limiter;
+mod request;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use md5::{Digest, Md5};
+
+pub use limiter::{Limiter, Overloaded};
+pub use request::{FormatChoice, VariantRequest, resolve_variant};
+
+use crate::assets::AssetRef;
+use crate::config::Config;
+use crate::image::{self, ImageError, Limits, OutputFormat, ThumbSpec};
+use crate::shutdown::Lifecycle;
+use crate::storage::keys::VariantKey;
+use crate::storage::{ByteRange, DynStore, ObjectKey, PutOptions, StorageError};
+
+/// Largest stored variant read back into memory.
+const MAX_VARIANT_BYTES: u64 = 64 * 1024 * 1024;
+/// How much of an original is read first to check its header.
+const PROBE_BYTES: u64 = 256 * 1024;
+
+/// A thumbnail ready to serve.
+#[derive(Debug, Clone)]
+pub struct Variant {
+    /// The encoded image.
+    pub bytes: Bytes,
+    /// Strong content ETag: the quoted MD5 of the bytes (what S3 reports for them).
+    pub etag: String,
+    /// Its MIME type.
+    pub content_type: &'static str,
+    /// When it was made or stored.
+    pub last_modified: SystemTime,
+}
+
+impl Variant {
+    fn new(bytes: Bytes, format: OutputFormat, last_modified: SystemTime) -> Self {
+        let etag = format!("\"{}\"", hex::encode(Md5::digest(&bytes)));
+        Self { bytes, etag, content_type: format.mime(), last_modified }
+    }
+}
+
+/// Why a thumbnail could not be served.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ThumbError {
+    /// The original is not in the store.
+    #[error("original not found")]
+    OriginalNotFound,
+    /// The source cannot be decoded.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The source is over the pixel limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Too many renders waiting.
+    #[error("too many thumbnails are being made; retry shortly")]
+    Overloaded,
+    /// The render took longer than `TRANSFORM_TIMEOUT`.
+    #[error("making the thumbnail took too long")]
+    TimedOut,
+    /// The store failed.
+    #[error("{0}")]
+    Storage(String),
+    /// The encoder failed, or the render task died.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StorageError> for ThumbError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::NotFound => Self::OriginalNotFound,
+            other => Self::Storage(other.to_string()),
+        }
+    }
+}
+
+impl From<ImageError> for ThumbError {
+    fn from(e: ImageError) -> Self {
+        match e {
+            ImageError::TooLarge { .. } => Self::TooLarge(e.to_string()),
+            ImageError::Unsupported(_) | ImageError::Decode(_) => Self::Unsupported(e.to_string()),
+            ImageError::Encode(_) | ImageError::InvalidSpec(_) => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+type Flight = Shared<BoxFuture<'static, Result<Variant, ThumbError>>>;
+
+/// The thumbnail service: cache, single-flight and bounded rendering.
+pub struct Thumbs {
+    store: DynStore,
+    lifecycle: Lifecycle,
+    cache: Option<moka::future::Cache<String, Variant>>,
+    flights: Mutex<HashMap<String, Flight>>,
+    limiter: Limiter,
+    limits: Limits,
+    timeout: Duration,
+    renders: AtomicU64,
+}
+
+impl std::fmt::Debug for Thumbs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Thumbs").field("renders", &self.renders).finish_non_exhaustive()
+    }
+}
+
+impl Thumbs {
+    /// A service over `store`, sized by the configuration.
+    pub fn new(config: &Config, store: DynStore, lifecycle: Lifecycle) -> Self {
+        let cache = (config.cache.memory_bytes > 0).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(config.cache.memory_bytes)
+                .weigher(|k: &String, v: &Variant| (k.len() + v.bytes.len() + 128).min(u32::MAX as usize) as u32)
+                .time_to_live(config.cache.memory_ttl.max(Duration::from_millis(1)))
+                .support_invalidation_closures()
+                .build()
+        });
+        let t = &config.transforms;
+        Self {
+            store,
+            lifecycle,
+            cache,
+            flights: Mutex::new(HashMap::new()),
+            limiter: Limiter::new(t.concurrency, t.queue),
+            limits: Limits { max_pixels: t.max_pixels },
+            timeout: t.timeout,
+            renders: AtomicU64::new(0),
+        }
+    }
+
+    /// Renders started since start-up (every one decodes an original).
+    pub fn renders(&self) -> u64 {
+        self.renders.load(Ordering::Relaxed)
+    }
+
+    /// The limiter (for queue-depth reporting).
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
+    /// The variant for `req`: from memory, the store, or made now.
+    pub async fn get(self: &Arc<Self>, asset: &AssetRef, req: &VariantRequest) -> Result<Variant, ThumbError> {
+        let key = asset.variant_key(&req.key).map_err(|e| ThumbError::Internal(e.to_string()))?;
+        if let Some(cache) = &self.cache
+            && let Some(hit) = cache.get(key.as_str()).await
+        {
+            return Ok(hit);
+        }
+        match self.store.get(&key, None).await {
+            Ok(found) => {
+                let last_modified = found.meta.last_modified;
+                let bytes = found.collect(MAX_VARIANT_BYTES).await?;
+                let variant = Variant::new(bytes, req.format, last_modified);
+                self.remember(&key, &variant).await;
+                return Ok(variant);
+            }
+            Err(StorageError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.flight(key, asset.clone(), req.spec()).await
+    }
+
+    async fn remember(&self, key: &ObjectKey, variant: &Variant) {
+        if let Some(cache) = &self.cache {
+            cache.insert(key.as_str().to_owned(), variant.clone()).await;
+        }
+    }
+
+    /// Joins the render of `key` in flight, or starts it.
+    fn flight(self: &Arc<Self>, key: ObjectKey, asset: AssetRef, spec: ThumbSpec) -> Flight {
+        let mut flights = self.flights.lock().expect("flights lock");
+        if let Some(existing) = flights.get(key.as_str()) {
+            return existing.clone();
+        }
+        let this = Arc::clone(self);
+        let name = key.as_str().to_owned();
+        // Spawned, so the render finishes (and is stored) even if every client leaves.
+        let task = self.lifecycle.spawn(async move {
+            let result = this.render(&key, &asset, spec).await;
+            if let Ok(variant) = &result {
+                this.remember(&key, variant).await;
+                this.store_later(key.clone(), variant.clone(), spec.format);
+            }
+            // After the cache insert, so a request arriving now finds the variant.
+            this.flights.lock().expect("flights lock").remove(key.as_str());
+            result
+        });
+        let flight =
+            async move { task.await.unwrap_or_else(|e| Err(ThumbError::Internal(format!("render task failed: {e}")))) }
+                .boxed()
+                .shared();
+        flights.insert(name, flight.clone());
+        flight
+    }
+
+    /// Writes a variant to the store in the background; shutdown waits for it.
+    fn store_later(&self, key: ObjectKey, variant: Variant, format: OutputFormat) {
+        let store = self.store.clone();
+        self.lifecycle.spawn(async move {
+            let opts = PutOptions { content_type: Some(format.mime().to_owned()), if_none_match: false };
+            if let Err(e) = store.put(&key, variant.bytes.into(), opts).await {
+                tracing::warn!(key = %key, error = %e, "could not store a variant; it will be made again");
+            }
+        });
+    }
+
+    /// Fetches the original and makes the variant, within the limiter.
+    async fn render(&self, key: &ObjectKey, asset: &AssetRef, spec: ThumbSpec) -> Result<Variant, ThumbError> {
+        let _slot = self.limiter.enter().await.map_err(|Overloaded| ThumbError::Overloaded)?;
+        let original_key = asset.original_key().map_err(|e| ThumbError::Internal(e.to_string()))?;
+        let source = self.fetch_original(&original_key, asset.profile.size_max_bytes.max(PROBE_BYTES)).await?;
+        tracing::debug!(key = %key, source = original_key.as_str(), "making variant");
+        self.transform(source, spec).await
+    }
+
+    /// Runs the pipeline on the blocking pool, on a CPU slot, with the timeout.
+    async fn transform(&self, source: Bytes, spec: ThumbSpec) -> Result<Variant, ThumbError> {
+        let cpu = self.limiter.cpu().await;
+        self.renders.fetch_add(1, Ordering::Relaxed);
+        let limits = self.limits;
+        let job = tokio::task::spawn_blocking(move || {
+            // The CPU slot is held until the work really ends, even if the
+            // request gave up waiting for it.
+            let _cpu = cpu;
+            image::thumbnail(&source, &spec, &limits)
+        });
+        let thumb = match tokio::time::timeout(self.timeout, job).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(e)) => return Err(ThumbError::Internal(format!("render panicked: {e}"))),
+            Err(_) => return Err(ThumbError::TimedOut),
+        };
+        Ok(Variant::new(Bytes::from(thumb.bytes), spec.format, SystemTime::now()))
+    }
+
+    /// Reads an original, checking its header from the first bytes before
+    /// reading the rest: an oversized image is refused without downloading it.
+    async fn fetch_original(&self, key: &ObjectKey, limit: u64) -> Result<Bytes, ThumbError> {
+        let head = self.store.get(key, Some(ByteRange::Bounded { start: 0, end: PROBE_BYTES - 1 })).await.map_err(
+            |e| match e {
+                // An empty object has no byte 0.
+                StorageError::RangeNotSatisfiable { .. } => ThumbError::Unsupported("the original is empty".into()),
+                other => other.into(),
+            },
+        )?;
+        let size = head.meta.size;
+        let whole = head.range.is_none_or(|(_, end)| end + 1 >= size);
+        let head = head.collect(PROBE_BYTES).await?;
+        if let Ok(info) = image::probe(&head)
+            && u64::from(info.width) * u64::from(info.height) > self.limits.max_pixels
+        {
+            return Err(ThumbError::TooLarge(
+                ImageError::TooLarge { width: info.width, height: info.height, max_pixels: self.limits.max_pixels }
+                    .to_string(),
+            ));
+        }
+        if whole {
+            return Ok(head);
+        }
+        if size > limit {
+            return Err(ThumbError::TooLarge(format!("the original has {size} bytes, more than the profile allows")));
+        }
+        Ok(self.store.get(key, None).await?.collect(limit).await?)
+    }
+
+    /// Drops every cached variant of `asset` (after a delete or a replacement).
+    pub fn forget(&self, asset: &AssetRef) {
+        let Some(cache) = &self.cache else { return };
+        let Ok(prefix) = VariantKey::prefix(&asset.profile.thumb_folder, &asset.key_base) else { return };
+        let prefix = prefix.as_str().to_owned();
+        let folder_len = prefix.rfind('/').map_or(0, |i| i + 1);
+        let key_base = asset.key_base.clone();
+        let _ = cache.invalidate_entries_if(move |k, _| {
+            k.starts_with(&prefix) && VariantKey::parse_name(&k[folder_len..], &key_base).is_some()
+        });
+    }
+
+    /// Bytes and entries in the memory cache.
+    pub fn cache_usage(&self) -> (u64, u64) {
+        self.cache.as_ref().map_or((0, 0), |c| (c.weighted_size(), c.entry_count()))
+    }
+
+    /// Makes every size of a profile at its default format and quality, in
+    /// parallel (within the limiter), without storing anything.
+    pub async fn render_all(
+        self: &Arc<Self>,
+        asset: &AssetRef,
+        source: Bytes,
+    ) -> Result<Vec<(u32, ObjectKey, Variant)>, ThumbError> {
+        let profile = &asset.profile;
+        let jobs = profile.sizes.iter().map(|&width| {
+            let this = Arc::clone(self);
+            let source = source.clone();
+            let req = VariantRequest::default_for(profile, width);
+            let key = asset.variant_key(&req.key);
+            async move {
+                let key = key.map_err(|e| ThumbError::Internal(e.to_string()))?;
+                let _slot = this.limiter.enter().await.map_err(|Overloaded| ThumbError::Overloaded)?;
+                let variant = this.transform(source, req.spec()).await?;
+                Ok::<_, ThumbError>((width, key, variant))
+            }
+        });
+        futures::future::try_join_all(jobs).await
+    }
+
+    /// Stores a variant made elsewhere (e.g. by [`Self::render_all`]) and caches it.
+    pub async fn store_variant(&self, key: &ObjectKey, variant: &Variant) -> Result<(), StorageError> {
+        let opts = PutOptions { content_type: Some(variant.content_type.to_owned()), if_none_match: false };
+        self.store.put(key, variant.bytes.clone().into(), opts).await?;
+        self.remember(key, variant).await;
+        Ok(())
+    }
+}

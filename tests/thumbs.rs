@@ -1,0 +1,438 @@
+//! Thumbnails on demand, on both backends, checked on decoded pixels.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::images::{self, decode, near};
+use common::{API_KEY, Backend, TestApp, error_of, spawn_secured, spawn_secured_with, unique};
+use image::GenericImageView;
+use mediaflow::storage::keys::{KeyBase, Shard};
+use mediaflow::storage::{ObjectKey, PutOptions, StorageError};
+
+async fn put(app: &TestApp, key: String, data: Vec<u8>, ct: &str) {
+    let opts = PutOptions { content_type: Some(ct.into()), if_none_match: false };
+    app.state.store.put(&ObjectKey::parse(key).unwrap(), Bytes::from(data).into(), opts).await.unwrap();
+}
+
+/// Stores an avatar original (sharded like an upload would be).
+async fn put_avatar(app: &TestApp, id: &str, data: Vec<u8>, ct: &str) {
+    let shard = Shard::of(&KeyBase::parse(id).unwrap());
+    put(app, format!("originals/avatars/{}/{id}", shard.as_str()), data, ct).await;
+}
+
+async fn get(app: &TestApp, path: &str) -> reqwest::Response {
+    app.client.get(app.url(path)).send().await.unwrap()
+}
+
+/// Waits until the background write of a variant lands in the store.
+async fn stored(app: &TestApp, key: &str) -> bool {
+    let key = ObjectKey::parse(key).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        match app.state.store.head(&key).await {
+            Ok(_) => return true,
+            Err(StorageError::NotFound) => tokio::task::yield_now().await,
+            Err(e) => panic!("{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+async fn widths_formats_and_stored_variants(backend: Backend) {
+    let app = spawn_secured(backend).await;
+    let id = unique("t");
+    put_avatar(&app, &id, images::jpeg(800, 600), "image/jpeg").await;
+    for (query, width, height) in [("?width=128", 128, 96), ("?width=256", 256, 192), ("", 256, 192)] {
+        let r = get(&app, &format!("/thumb/avatar/{id}{query}")).await;
+        assert_eq!(r.status(), 200, "{query}");
+        assert_eq!(r.headers()["content-type"], "image/webp");
+        assert_eq!(r.headers()["cache-control"], "public, max-age=86400");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+        let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+        assert!(etag.starts_with('"') && !etag.starts_with("W/"));
+        let bytes = r.bytes().await.unwrap();
+        assert!(bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP", "WebP magic");
+        let img = decode(&bytes);
+        assert_eq!(img.dimensions(), (width, height), "{query}");
+        // The red corner is still there, top left.
+        assert!(near(img.get_pixel(2, 2).0, [255, 0, 0], 40), "{:?}", img.get_pixel(2, 2));
+    }
+    assert!(stored(&app, &format!("thumbnails/avatars/{id}_128.webp")).await, "the seed's key");
+    assert!(stored(&app, &format!("thumbnails/avatars/{id}_256.webp")).await);
+
+    let r = get(&app, &format!("/thumb/avatar/{id}?width=128&format=jpeg&quality=40")).await;
+    assert_eq!(r.headers()["content-type"], "image/jpeg");
+    let bytes = r.bytes().await.unwrap();
+    assert!(bytes.starts_with(&[0xff, 0xd8, 0xff]), "JPEG magic");
+    assert_eq!(decode(&bytes).dimensions(), (128, 96));
+    assert!(stored(&app, &format!("thumbnails/avatars/{id}_128_q40.jpeg")).await, "quality in the key");
+
+    let r = get(&app, &format!("/thumb/avatar/{id}?width=128&format=png")).await;
+    assert_eq!(r.headers()["content-type"], "image/png");
+    let bytes = r.bytes().await.unwrap();
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "PNG magic");
+    assert_eq!(decode(&bytes).dimensions(), (128, 96));
+    assert!(stored(&app, &format!("thumbnails/avatars/{id}_128.png")).await);
+
+    // HEAD: the headers, no body.
+    let r = app.client.head(app.url(&format!("/thumb/avatar/{id}?width=128"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-length"].to_str().unwrap().parse::<u64>().unwrap() > 0);
+    assert!(r.bytes().await.unwrap().is_empty());
+}
+
+async fn no_upscaling_and_profile_spelling(backend: Backend) {
+    let app = spawn_secured(backend).await;
+    let id = unique("s");
+    put(&app, format!("originals/gallery/{id}"), images::png(90, 60), "image/png").await;
+    let r = get(&app, &format!("/thumb/gallery/{id}?width=200")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/jpeg");
+    assert_eq!(r.headers()["cache-control"], "public, max-age=3600");
+    assert_eq!(decode(&r.bytes().await.unwrap()).dimensions(), (90, 60), "never upscaled");
+    // convert_to "jpg" keeps its spelling in the key; any width is allowed here.
+    assert!(stored(&app, &format!("thumbnails/gallery/{id}_200.jpg")).await);
+    let r = get(&app, &format!("/thumb/gallery/{id}?width=45")).await;
+    assert_eq!(decode(&r.bytes().await.unwrap()).dimensions(), (45, 30));
+}
+
+async fn exif_orientation_applied_and_metadata_stripped(backend: Backend) {
+    let app = spawn_secured(backend).await;
+    let id = unique("o");
+    // Stored 200×100 with red top-left; orientation 6 shows it rotated 90° clockwise.
+    let source = images::with_exif(&images::jpeg(200, 100), 6);
+    assert!(source.windows(4).any(|w| w == b"Exif"));
+    put_avatar(&app, &id, source, "image/jpeg").await;
+    for format in ["webp", "jpeg", "png"] {
+        let r = get(&app, &format!("/thumb/avatar/{id}?width=128&format={format}")).await;
+        assert_eq!(r.status(), 200);
+        let bytes = r.bytes().await.unwrap();
+        for marker in [&b"Exif"[..], b"GPS", b"http://ns.adobe.com/xap", b"ICC_PROFILE", b"iCCP", b"eXIf"] {
+            assert!(!bytes.windows(marker.len()).any(|w| w == marker), "{format} output carries {marker:?}");
+        }
+        let img = decode(&bytes);
+        // Displayed 100×200: narrower than 128, so not upscaled.
+        assert_eq!(img.dimensions(), (100, 200), "{format}");
+        assert!(near(img.get_pixel(97, 2).0, [255, 0, 0], 50), "red lands top right: {:?}", img.get_pixel(97, 2));
+        assert!(!near(img.get_pixel(2, 2).0, [255, 0, 0], 50), "not top left");
+    }
+    // A real photo with orientation 6 from Pillow's test suite.
+    let id = unique("h");
+    let hopper =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hopper_orientation_6.jpg")).unwrap();
+    put_avatar(&app, &id, hopper, "image/jpeg").await;
+    let r = get(&app, &format!("/thumb/avatar/{id}?width=128&format=png")).await;
+    assert_eq!(decode(&r.bytes().await.unwrap()).dimensions(), (128, 128));
+}
+
+async fn alpha_kept_or_flattened(backend: Backend) {
+    let app = spawn_secured(backend).await;
+    let id = unique("a");
+    put_avatar(&app, &id, images::png_rgba(256, 128), "image/png").await;
+    for format in ["webp", "png"] {
+        let img =
+            decode(&get(&app, &format!("/thumb/avatar/{id}?width=128&format={format}")).await.bytes().await.unwrap());
+        assert_eq!(img.dimensions(), (128, 64));
+        assert_eq!(img.get_pixel(5, 30).0[3], 0, "{format}: transparent stays transparent");
+        let right = img.get_pixel(120, 30).0;
+        assert_eq!(right[3], 255, "{format}");
+        assert!(near(right, [0, 0, 255], 30), "{format}: {right:?}");
+    }
+    let img = decode(&get(&app, &format!("/thumb/avatar/{id}?width=128&format=jpeg")).await.bytes().await.unwrap());
+    assert!(near(img.get_pixel(5, 30).0, [255, 255, 255], 8), "JPEG flattens on white: {:?}", img.get_pixel(5, 30));
+}
+
+async fn conditional_requests_and_auto_format(backend: Backend) {
+    let app = spawn_secured(backend).await;
+    let id = unique("c");
+    put_avatar(&app, &id, images::jpeg(300, 200), "image/jpeg").await;
+    let url = app.url(&format!("/thumb/avatar/{id}?width=128"));
+    let first = app.client.get(&url).send().await.unwrap();
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    let body = first.bytes().await.unwrap();
+    let r = app.client.get(&url).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(r.status(), 304);
+    assert_eq!(r.headers()["etag"], etag.as_str());
+    // The same bytes and ETag again (from memory now).
+    let again = app.client.get(&url).send().await.unwrap();
+    assert_eq!(again.headers()["etag"], etag.as_str());
+    assert_eq!(again.bytes().await.unwrap(), body);
+
+    let auto = app.url(&format!("/thumb/avatar/{id}?width=128&format=auto"));
+    let r = app.client.get(&auto).header("accept", "image/avif,image/webp,*/*").send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "image/webp");
+    assert_eq!(r.headers()["vary"], "Accept");
+    let r = app.client.get(&auto).header("accept", "image/jpeg,*/*").send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "image/jpeg");
+    assert_eq!(r.headers()["vary"], "Accept");
+}
+
+async fn request_errors(backend: Backend) {
+    let app = spawn_secured(backend).await;
+    let id = unique("e");
+    put_avatar(&app, &id, images::jpeg(300, 200), "image/jpeg").await;
+    let r = get(&app, &format!("/thumb/avatar/{id}?width=300")).await;
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!((status, body["code"].as_str().unwrap()), (400, "bad_request"));
+    assert!(body["message"].as_str().unwrap().contains("128, 256"), "{body}");
+    for q in ["width=abc", "quality=0", "quality=101", "format=gif", "format=avif"] {
+        let r = get(&app, &format!("/thumb/avatar/{id}?{q}")).await;
+        assert_eq!(error_of(r).await, (400, "bad_request".into()), "{q}");
+    }
+    assert_eq!(error_of(get(&app, &format!("/thumb/nope/{id}")).await).await, (404, "not_found".into()));
+    assert_eq!(error_of(get(&app, "/thumb/avatar/missing-one").await).await, (404, "not_found".into()));
+    let r = get(&app, &format!("/thumb/clip/{id}")).await;
+    assert_eq!(error_of(r).await, (415, "unsupported_media".into()), "video profile");
+}
+
+async fn bad_sources(backend: Backend) {
+    let app = spawn_secured(backend).await;
+    // A PNG claiming 40000×40000 pixels: refused from its header, fast.
+    let huge = unique("g");
+    put_avatar(&app, &huge, images::png_header_only(40_000, 40_000), "image/png").await;
+    let started = Instant::now();
+    let r = get(&app, &format!("/thumb/avatar/{huge}")).await;
+    assert_eq!(error_of(r).await, (422, "image_too_large".into()));
+    assert!(started.elapsed() < Duration::from_secs(5), "refused from the header");
+
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("text", b"hello, I am not an image at all".to_vec()),
+        ("html", b"<html><body>no</body></html>".to_vec()),
+        ("empty", Vec::new()),
+        ("truncated jpeg", images::jpeg(400, 300)[..3000].to_vec()),
+        ("truncated png", images::png(400, 300)[..200].to_vec()),
+        ("jpeg header only", images::jpeg(400, 300)[..20].to_vec()),
+    ];
+    for (what, data) in cases {
+        let id = unique("b");
+        put_avatar(&app, &id, data, "image/jpeg").await;
+        let r = get(&app, &format!("/thumb/avatar/{id}")).await;
+        assert_eq!(error_of(r).await, (415, "unsupported_media".into()), "{what}");
+    }
+}
+
+async fn concurrent_cold_requests_render_once(backend: Backend) {
+    let app = spawn_secured(backend).await;
+    let id = unique("f");
+    put_avatar(&app, &id, images::jpeg(1600, 1200), "image/jpeg").await;
+    let before = app.state.thumbs.renders();
+    let url = app.url(&format!("/thumb/avatar/{id}?width=256&quality=77"));
+    let requests = (0..20).map(|_| {
+        let client = app.client.clone();
+        let url = url.clone();
+        tokio::spawn(async move {
+            let r = client.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap()
+        })
+    });
+    let bodies: Vec<Bytes> = futures::future::join_all(requests).await.into_iter().map(Result::unwrap).collect();
+    assert!(bodies.iter().all(|b| *b == bodies[0]), "identical bytes");
+    assert_eq!(decode(&bodies[0]).dimensions(), (256, 192));
+    assert_eq!(app.state.thumbs.renders() - before, 1, "made once");
+}
+
+async fn memory_cache_trusts_for_ttl_and_deletes_invalidate(backend: Backend) {
+    let app = spawn_secured_with(backend, |c| c.cache.memory_ttl = Duration::from_secs(1)).await;
+    let id = unique("m");
+    put_avatar(&app, &id, images::jpeg(300, 200), "image/jpeg").await;
+    let path = format!("/thumb/avatar/{id}?width=128");
+    assert_eq!(get(&app, &path).await.status(), 200);
+    let variant = format!("thumbnails/avatars/{id}_128.webp");
+    assert!(stored(&app, &variant).await);
+    // Removed behind this instance's back (as another instance's delete would):
+    // served from memory until the TTL runs out, then 404.
+    let shard = Shard::of(&KeyBase::parse(&id).unwrap());
+    for key in [variant.clone(), format!("originals/avatars/{}/{id}", shard.as_str())] {
+        app.state.store.delete(&ObjectKey::parse(key).unwrap()).await.unwrap();
+    }
+    assert_eq!(get(&app, &path).await.status(), 200, "from memory");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = get(&app, &path).await.status();
+        if status == 404 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still served after the TTL");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A delete through this instance stops serving at once.
+    let id = unique("n");
+    put_avatar(&app, &id, images::jpeg(300, 200), "image/jpeg").await;
+    let path = format!("/thumb/avatar/{id}?width=128");
+    assert_eq!(get(&app, &path).await.status(), 200);
+    assert!(stored(&app, &format!("thumbnails/avatars/{id}_128.webp")).await);
+    let r = app.client.delete(app.url(&format!("/v1/assets/avatar/{id}"))).bearer_auth(API_KEY).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(get(&app, &path).await.status(), 404);
+}
+
+async fn post_stores_original_and_every_size(backend: Backend) {
+    let app = spawn_secured(backend).await;
+    let id = unique("p");
+    let url = app.url(&format!("/thumb/avatar/{id}"));
+    // Raw body.
+    let r = app
+        .client
+        .post(&url)
+        .bearer_auth(API_KEY)
+        .header("content-type", "image/png")
+        .body(images::png(640, 480))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let shard = Shard::of(&KeyBase::parse(&id).unwrap());
+    assert_eq!(body["object_key"], format!("originals/avatars/{}/{id}", shard.as_str()));
+    assert_eq!(body["thumbnails"]["128"], format!("thumbnails/avatars/{id}_128.webp"));
+    assert_eq!(body["thumbnails"]["256"], format!("thumbnails/avatars/{id}_256.webp"));
+    for (w, h) in [(128, 96), (256, 192)] {
+        let key = ObjectKey::parse(body["thumbnails"][w.to_string()].as_str().unwrap()).unwrap();
+        let stored = app.state.store.get(&key, None).await.unwrap().collect(1 << 24).await.unwrap();
+        assert_eq!(decode(&stored).dimensions(), (w, h));
+    }
+    let r = get(&app, &format!("/originals/avatar/{id}")).await;
+    assert_eq!(r.headers()["content-type"], "image/png", "sniffed type stored");
+
+    // Multipart form, replacing the original: the old variants (all formats) go.
+    let extra = format!("thumbnails/avatars/{id}_128_q10.jpeg");
+    put(&app, extra.clone(), b"old".to_vec(), "image/jpeg").await;
+    let form = reqwest::multipart::Form::new()
+        .text("note", "ignored")
+        .part("file", reqwest::multipart::Part::bytes(images::jpeg(400, 400)).file_name("x.jpg"));
+    let r = app.client.post(&url).bearer_auth(API_KEY).multipart(form).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    assert!(matches!(app.state.store.head(&ObjectKey::parse(extra).unwrap()).await, Err(StorageError::NotFound)));
+    let img = decode(&get(&app, &format!("/thumb/avatar/{id}?width=128")).await.bytes().await.unwrap());
+    assert_eq!(img.dimensions(), (128, 128), "the new original's variant, not a cached old one");
+
+    // Errors: auth first, a non-image, an oversize body, no file field.
+    let r = app.client.post(&url).header("content-type", "image/png").body(images::png(10, 10)).send().await.unwrap();
+    assert_eq!(error_of(r).await, (401, "unauthorized".into()));
+    let r = app
+        .client
+        .post(&url)
+        .bearer_auth(API_KEY)
+        .header("content-type", "image/png")
+        .body("plain text")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (400, "mime_not_allowed".into()));
+    let gif = images::encode(&image::DynamicImage::ImageRgb8(images::marked(20, 20)), image::ImageFormat::Gif);
+    let r =
+        app.client.post(&url).bearer_auth(API_KEY).header("content-type", "image/gif").body(gif).send().await.unwrap();
+    assert_eq!(error_of(r).await, (400, "mime_not_allowed".into()), "avatar does not allow GIF");
+    let big = vec![0u8; 5_242_881];
+    let r =
+        app.client.post(&url).bearer_auth(API_KEY).header("content-type", "image/jpeg").body(big).send().await.unwrap();
+    assert_eq!(error_of(r).await, (413, "size_too_large".into()));
+    let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(vec![0u8; 5_300_000]));
+    let r = app.client.post(&url).bearer_auth(API_KEY).multipart(form).send().await.unwrap();
+    assert_eq!(error_of(r).await, (413, "size_too_large".into()), "multipart over the limit");
+    let form = reqwest::multipart::Form::new().text("other", "x");
+    let r = app.client.post(&url).bearer_auth(API_KEY).multipart(form).send().await.unwrap();
+    assert_eq!(error_of(r).await, (400, "bad_request".into()));
+    let r = app
+        .client
+        .post(&url)
+        .bearer_auth(API_KEY)
+        .header("content-type", "image/jpeg")
+        .body(images::jpeg(400, 300)[..3000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (415, "unsupported_media".into()), "truncated: nothing stored");
+}
+
+both_backends!(
+    widths_formats_and_stored_variants,
+    no_upscaling_and_profile_spelling,
+    exif_orientation_applied_and_metadata_stripped,
+    alpha_kept_or_flattened,
+    conditional_requests_and_auto_format,
+    request_errors,
+    bad_sources,
+    concurrent_cold_requests_render_once,
+    memory_cache_trusts_for_ttl_and_deletes_invalidate,
+    post_stores_original_and_every_size,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_503_with_retry_after() {
+    let app = spawn_secured_with(Backend::Fs, |c| {
+        c.transforms.concurrency = 1;
+        c.transforms.queue = 0;
+    })
+    .await;
+    let id = unique("q");
+    put(&app, format!("originals/gallery/{id}"), images::jpeg(2400, 1600), "image/jpeg").await;
+    let requests = (0..10).map(|i| {
+        let client = app.client.clone();
+        let url = app.url(&format!("/thumb/gallery/{id}?width={}", 300 + i));
+        tokio::spawn(async move { client.get(url).send().await.unwrap() })
+    });
+    let mut ok = 0;
+    let mut overloaded = 0;
+    for r in futures::future::join_all(requests).await {
+        let r = r.unwrap();
+        match r.status().as_u16() {
+            200 => ok += 1,
+            503 => {
+                assert_eq!(r.headers()["retry-after"], "1");
+                assert_eq!(error_of(r).await.1, "overloaded");
+                overloaded += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(ok >= 1 && overloaded >= 1, "ok {ok}, overloaded {overloaded}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_photo_formats_decode() {
+    let app = spawn_secured(Backend::Fs).await;
+    let read = |file: &str| std::fs::read(format!("{}/tests/fixtures/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    // Photoshop CMYK (YCCK) JPEG: red "RED" lettering and frame on black.
+    let id = unique("k");
+    put(&app, format!("originals/gallery/{id}"), read("cmyk.jpg"), "image/jpeg").await;
+    let img = decode(&get(&app, &format!("/thumb/gallery/{id}?width=200&format=png")).await.bytes().await.unwrap());
+    assert_eq!(img.dimensions(), (100, 100));
+    assert!(near(img.get_pixel(50, 50).0, [0, 0, 0], 40), "black background: {:?}", img.get_pixel(50, 50));
+    let red = img.pixels().filter(|(_, _, p)| p.0[0] > 180 && p.0[1] < 90 && p.0[2] < 90).count();
+    assert!(red > 300, "red lettering, not inverted or grey: {red} red pixels");
+    // Lossy WebP photo.
+    let id = unique("w");
+    put(&app, format!("originals/gallery/{id}"), read("flower.webp"), "image/webp").await;
+    let img = decode(&get(&app, &format!("/thumb/gallery/{id}?width=200&format=png")).await.bytes().await.unwrap());
+    assert_eq!(img.dimensions(), (200, 150));
+    let px = img.get_pixel(100, 75).0;
+    assert!(px[..3].iter().any(|&c| c > 30) && px[..3].iter().any(|&c| c < 230), "a photo, not blank: {px:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_oversize_body_is_refused_before_it_is_sent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_secured(Backend::Fs).await;
+    let mut conn = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /thumb/avatar/x1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {API_KEY}\r\n\
+         Content-Type: image/jpeg\r\nContent-Length: 100000000\r\nExpect: 100-continue\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "connection closed without an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413"), "413 without asking for the body (no 100 Continue): {text}");
+}
