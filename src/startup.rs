@@ -9,6 +9,7 @@ use crate::config::{Config, Profiles, StorageConfig};
 use crate::state::AppState;
 use crate::storage::DynStore;
 use crate::storage::fs::FsStore;
+use crate::storage::instrumented::Instrumented;
 use crate::storage::s3::{S3Settings, S3Store};
 use crate::storage::signing::UrlSigner;
 
@@ -31,12 +32,12 @@ pub async fn build_store(config: &Config) -> anyhow::Result<(DynStore, Option<Ur
                 Err(e) => tracing::warn!(error = %e, "could not sweep abandoned uploads"),
             }
             tracing::info!(root = %store.root().display(), "storage: filesystem");
-            Ok((Arc::new(store), Some(signer)))
+            Ok((Arc::new(Instrumented::new(Arc::new(store))), Some(signer)))
         }
         StorageConfig::S3(settings) => {
             let store = S3Store::connect(settings).await;
             tracing::info!(bucket = %settings.bucket, endpoint = ?settings.endpoint, "storage: s3");
-            Ok((Arc::new(store), None))
+            Ok((Arc::new(Instrumented::new(Arc::new(store))), None))
         }
     }
 }

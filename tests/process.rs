@@ -14,6 +14,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_mediaflow");
 struct Server {
     child: Child,
     addr: String,
+    /// Every stdout line so far (JSON log events).
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for Server {
@@ -40,6 +42,8 @@ fn start(mut cmd: Command) -> Server {
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
@@ -47,10 +51,11 @@ fn start(mut cmd: Command) -> Server {
             {
                 let _ = tx.send(v["addr"].as_str().unwrap().to_owned());
             }
+            sink.lock().unwrap().push(line);
         }
     });
     let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server did not start");
-    Server { child, addr }
+    Server { child, addr, lines }
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {
@@ -72,14 +77,19 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 
 /// Drops a file into DATA_DIR by hand, where the avatar profile looks for `id`.
 fn drop_original(data_dir: &Path, id: &str, size: u64) -> std::path::PathBuf {
-    use sha1::{Digest, Sha1};
-    let shard = hex::encode(&Sha1::digest(id.as_bytes())[..1]);
-    let dir = data_dir.join("originals/avatars").join(shard);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(id);
+    let path = sharded(data_dir, "avatars", id);
     let f = std::fs::File::create(&path).unwrap();
     f.set_len(size).unwrap();
     path
+}
+
+/// Where a sharded profile folder keeps `id` (the parent is created).
+fn sharded(data_dir: &Path, folder: &str, id: &str) -> std::path::PathBuf {
+    use sha1::{Digest, Sha1};
+    let shard = hex::encode(&Sha1::digest(id.as_bytes())[..1]);
+    let dir = data_dir.join("originals").join(folder).join(shard);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(id)
 }
 
 #[tokio::test]
@@ -169,4 +179,101 @@ fn check_config_validates_and_prints() {
     let out = command(dir.path()).env("STORAGE_CONFIG_PATH", &bad).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.yaml:7"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_loses_no_answered_request_and_no_variant_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut cmd = command(dir.path());
+    cmd.env("DATA_DIR", &data).env("MAX_CONCURRENT_TRANSFORMS", "1").env("TRANSFORM_QUEUE", "64");
+    let mut server = start(cmd);
+    std::fs::write(sharded(&data, "photos", "load"), common_jpeg(1600, 1200)).unwrap();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://{}", server.addr);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..16u32 {
+        let (client, tx) = (client.clone(), tx.clone());
+        let url = format!("{base}/thumb/photo/load?width={}", 200 + i);
+        tokio::spawn(async move {
+            let result = match client.get(url).send().await {
+                Ok(r) => Ok((r.status().as_u16(), r.bytes().await)),
+                Err(e) => Err(e),
+            };
+            let _ = tx.send((200 + i, result));
+        });
+    }
+    drop(tx);
+    // SIGTERM once the first answer is in and the rest are queued or rendering.
+    let mut results = vec![rx.recv().await.unwrap()];
+    Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    while let Some(r) = rx.recv().await {
+        results.push(r);
+    }
+    let status = wait_exit(&mut server.child, Duration::from_secs(60));
+    assert!(status.success(), "exit status {status:?}");
+    let mut answered = 0;
+    for (width, result) in results {
+        // A request the server accepted is answered in full; one that arrived
+        // after the listener closed is refused at connect time, never cut.
+        let Ok((code, body)) = result else { continue };
+        assert_eq!(code, 200, "width {width}");
+        let body = body.expect("a complete body");
+        let stored = std::fs::read(data.join(format!("thumbnails/photos/load_{width}.webp")))
+            .unwrap_or_else(|_| panic!("variant {width} was answered but not stored before exit"));
+        assert_eq!(stored, body, "width {width}");
+        answered += 1;
+    }
+    assert!(answered >= 1);
+
+    // One structured event per request, with the matched route and request id.
+    let lines = server.lines.lock().unwrap().clone();
+    let event = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"] == "request" && v["status"] == 200)
+        .expect("a request event");
+    let span = &event["span"];
+    assert_eq!(span["route"], "/thumb/{profile}/{image_id}", "{event}");
+    assert_eq!(span["method"], "GET");
+    assert!(span["request_id"].as_str().is_some_and(|id| id.len() == 24), "{event}");
+    assert!(event["duration_ms"].as_f64().is_some_and(|d| d > 0.0), "{event}");
+}
+
+/// A real JPEG: a gradient.
+fn common_jpeg(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img).write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+    out.into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_bounded_under_32_concurrent_cold_renders_of_24_mp() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut cmd = command(dir.path());
+    cmd.env("DATA_DIR", &data).env("RUST_LOG", "warn").env("CACHE_MEMORY_MB", "64");
+    let server = start(cmd);
+    // 6000×4000 = 24 MP, with detail so the JPEG is photo-sized (several MB).
+    let img = image::RgbImage::from_fn(6000, 4000, |x, y| {
+        let v = (x.wrapping_mul(2654435761) ^ y.wrapping_mul(40503)) >> 7;
+        image::Rgb([(x / 24) as u8 ^ v as u8, (y / 16) as u8, (v >> 8) as u8])
+    });
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img).write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
+    std::fs::write(sharded(&data, "photos", "big24"), jpeg.into_inner()).unwrap();
+    let baseline = peak_rss_kib(server.child.id());
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let requests = (0..32u32).map(|i| {
+        let url = format!("http://{}/thumb/photo/big24?width={}", server.addr, 1000 + i * 10);
+        let client = client.clone();
+        tokio::spawn(async move { client.get(url).send().await.unwrap().status().as_u16() })
+    });
+    for status in futures::future::join_all(requests).await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    let peak_mib = peak_rss_kib(server.child.id()) / 1024;
+    eprintln!("peak RSS {peak_mib} MiB (baseline {} MiB)", baseline / 1024);
+    assert!(peak_mib < 300, "peak RSS {peak_mib} MiB with 32 concurrent cold 24 MP renders");
 }

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod fs_upload;
 pub mod health;
 pub mod media;
+pub mod observe;
 pub mod originals;
 pub mod thumbs;
 pub mod uploads;
@@ -21,7 +22,6 @@ use axum::routing::{delete, get, post, put};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
 
@@ -30,11 +30,13 @@ pub const MAX_JSON_BODY: usize = 1024 * 1024;
 
 /// The service's router, ready to serve (tests drive it in process).
 pub fn app(state: AppState) -> Router {
+    crate::metrics::handle();
     let timeout = state.config.http.request_timeout;
     let with_key = middleware::from_fn_with_state(state.clone(), auth::require_api_key);
     let api = Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
+        .route("/metrics", get(observe::metrics))
         .route("/originals/{profile}/{image_id}", get(originals::get_original))
         .route(
             "/thumb/{profile}/{image_id}",
@@ -57,7 +59,7 @@ pub fn app(state: AppState) -> Router {
         .layer(CatchPanicLayer::new())
         .layer(middleware::from_fn(error::json_errors))
         .layer(cors(&state.config.http.cors_origins))
-        .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn(observe::observe))
         .with_state(state)
 }
 

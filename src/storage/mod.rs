@@ -8,6 +8,7 @@
 //! [`keys`], never formatted by callers.
 
 pub mod fs;
+pub mod instrumented;
 pub mod keys;
 pub mod s3;
 pub mod signing;

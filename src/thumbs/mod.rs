@@ -103,6 +103,12 @@ impl From<ImageError> for ThumbError {
     }
 }
 
+/// Counts a refused or abandoned render and passes the error on.
+fn rejected(reason: &'static str, e: ThumbError) -> ThumbError {
+    metrics::counter!("mediaflow_thumbnail_rejections_total", "reason" => reason).increment(1);
+    e
+}
+
 type Flight = Shared<BoxFuture<'static, Result<Variant, ThumbError>>>;
 
 /// The thumbnail service: cache, single-flight and bounded rendering.
@@ -160,13 +166,16 @@ impl Thumbs {
     /// The variant for `req`: from memory, the store, or made now.
     pub async fn get(self: &Arc<Self>, asset: &AssetRef, req: &VariantRequest) -> Result<Variant, ThumbError> {
         let key = asset.variant_key(&req.key).map_err(|e| ThumbError::Internal(e.to_string()))?;
-        if let Some(cache) = &self.cache
-            && let Some(hit) = cache.get(key.as_str()).await
-        {
-            return Ok(hit);
+        if let Some(cache) = &self.cache {
+            if let Some(hit) = cache.get(key.as_str()).await {
+                metrics::counter!("mediaflow_cache_requests_total", "result" => "hit").increment(1);
+                return Ok(hit);
+            }
+            metrics::counter!("mediaflow_cache_requests_total", "result" => "miss").increment(1);
         }
         match self.store.get(&key, None).await {
             Ok(found) => {
+                metrics::counter!("mediaflow_variant_store_hits_total").increment(1);
                 let last_modified = found.meta.last_modified;
                 let bytes = found.collect(MAX_VARIANT_BYTES).await?;
                 let variant = Variant::new(bytes, req.format, last_modified);
@@ -225,7 +234,7 @@ impl Thumbs {
 
     /// Fetches the original and makes the variant, within the limiter.
     async fn render(&self, key: &ObjectKey, asset: &AssetRef, spec: ThumbSpec) -> Result<Variant, ThumbError> {
-        let _slot = self.limiter.enter().await.map_err(|Overloaded| ThumbError::Overloaded)?;
+        let _slot = self.limiter.enter().await.map_err(|Overloaded| rejected("overloaded", ThumbError::Overloaded))?;
         let original_key = asset.original_key().map_err(|e| ThumbError::Internal(e.to_string()))?;
         let source = self.fetch_original(&original_key, asset.profile.size_max_bytes.max(PROBE_BYTES)).await?;
         tracing::debug!(key = %key, source = original_key.as_str(), "making variant");
@@ -243,11 +252,17 @@ impl Thumbs {
             let _cpu = cpu;
             image::thumbnail(&source, &spec, &limits)
         });
-        let thumb = match tokio::time::timeout(self.timeout, job).await {
-            Ok(Ok(result)) => result?,
-            Ok(Err(e)) => return Err(ThumbError::Internal(format!("render panicked: {e}"))),
-            Err(_) => return Err(ThumbError::TimedOut),
+        let started = std::time::Instant::now();
+        let outcome = tokio::time::timeout(self.timeout, job).await;
+        metrics::histogram!("mediaflow_thumbnail_render_duration_seconds").record(started.elapsed().as_secs_f64());
+        let result = match outcome {
+            Ok(Ok(result)) => result.map_err(ThumbError::from),
+            Ok(Err(e)) => Err(ThumbError::Internal(format!("render panicked: {e}"))),
+            Err(_) => Err(rejected("timeout", ThumbError::TimedOut)),
         };
+        let label = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!("mediaflow_thumbnail_renders_total", "result" => label).increment(1);
+        let thumb = result?;
         Ok(Variant::new(Bytes::from(thumb.bytes), spec.format, SystemTime::now()))
     }
 
@@ -313,7 +328,8 @@ impl Thumbs {
             let key = asset.variant_key(&req.key);
             async move {
                 let key = key.map_err(|e| ThumbError::Internal(e.to_string()))?;
-                let _slot = this.limiter.enter().await.map_err(|Overloaded| ThumbError::Overloaded)?;
+                let _slot =
+                    this.limiter.enter().await.map_err(|Overloaded| rejected("overloaded", ThumbError::Overloaded))?;
                 let variant = this.transform(source, req.spec()).await?;
                 Ok::<_, ThumbError>((width, key, variant))
             }

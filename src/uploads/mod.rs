@@ -399,6 +399,9 @@ impl AppState {
     pub async fn presign(&self, req: &PresignRequest, urls: &UrlContext) -> Result<PresignResponse> {
         let c = check(&self.profiles, req)?;
         let ctx = PresignContext { base_url: urls.base_url.clone(), expires_in: c.profile.token_ttl };
+        let mode = if c.multipart { "multipart" } else { "single" };
+        metrics::counter!("mediaflow_uploads_presigned_total", "profile" => c.profile.name.clone(), "mode" => mode)
+            .increment(1);
         if !c.multipart {
             let op = PresignOp::Put { content_type: c.mime.clone(), content_length: c.size, if_none_match: true };
             let signed = self.store.presign(&c.key, &op, &ctx).await?;
@@ -526,7 +529,9 @@ impl AppState {
         // Some stores answer 2xx to aborting an unknown or finished upload; the
         // API promises invalid_upload_id for those.
         self.store.list_parts(key, upload_id).await?;
-        Ok(self.store.abort_multipart(key, upload_id).await?)
+        self.store.abort_multipart(key, upload_id).await?;
+        metrics::counter!("mediaflow_uploads_aborted_total").increment(1);
+        Ok(())
     }
 
     /// `POST /v1/uploads/{key}/complete/{id}`: completes, then verifies.
@@ -565,9 +570,12 @@ impl AppState {
         })?;
         if let Err(reason) = self.verify(key, &profile, expected_size).await? {
             self.store.delete(key).await?;
+            metrics::counter!("mediaflow_uploads_verification_failed_total", "profile" => profile.name.clone())
+                .increment(1);
             tracing::warn!(key = %key, reason = %reason, "upload failed verification and was deleted");
             return Err(UploadError::VerificationFailed(reason));
         }
+        metrics::counter!("mediaflow_uploads_completed_total", "profile" => profile.name.clone()).increment(1);
         Ok(())
     }
 

@@ -191,3 +191,61 @@ pub async fn spawn_config(config: Config, dir: tempfile::TempDir) -> TestApp {
         _dir: dir,
     }
 }
+
+/// A SeaweedFS of a test's own (it may kill it), started by the project's script.
+pub struct PrivateSeaweed {
+    pub dir: tempfile::TempDir,
+    pub settings: S3Settings,
+}
+
+impl PrivateSeaweed {
+    fn script() -> String {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/seaweedfs.sh").to_owned()
+    }
+
+    /// Starts one, or `None` (loudly) when `weed` is not installed.
+    pub fn start() -> Option<Self> {
+        let have_weed =
+            std::process::Command::new("sh").args(["-c", "command -v weed"]).output().is_ok_and(|o| o.status.success());
+        if !have_weed {
+            assert!(std::env::var("MEDIAFLOW_REQUIRE_S3").is_err(), "MEDIAFLOW_REQUIRE_S3 is set but weed is missing");
+            eprintln!("\n*** SKIPPED: `weed` (SeaweedFS) is not installed; run scripts/test.sh ***\n");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut me = Self { dir, settings: S3Settings::default() };
+        me.restart();
+        let env = std::fs::read_to_string(me.dir.path().join("env")).unwrap();
+        let var = |name: &str| {
+            env.lines().find_map(|l| l.strip_prefix(&format!("export {name}="))).map(str::to_owned).unwrap()
+        };
+        me.settings = S3Settings {
+            bucket: var("MEDIAFLOW_TEST_S3_BUCKET"),
+            region: "us-east-1".into(),
+            endpoint: Some(var("MEDIAFLOW_TEST_S3_ENDPOINT")),
+            public_endpoint: None,
+            access_key_id: Some(var("MEDIAFLOW_TEST_S3_ACCESS_KEY")),
+            secret_access_key: Some(var("MEDIAFLOW_TEST_S3_SECRET_KEY")),
+        };
+        Some(me)
+    }
+
+    /// Starts it again on the same ports and data (after [`Self::kill`]).
+    pub fn restart(&self) {
+        let status = std::process::Command::new(Self::script()).arg("start").arg(self.dir.path()).status().unwrap();
+        assert!(status.success(), "seaweedfs.sh start failed");
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&self) {
+        let pid = std::fs::read_to_string(self.dir.path().join("pid")).unwrap();
+        std::process::Command::new("kill").args(["-KILL", pid.trim()]).status().unwrap();
+        let _ = std::process::Command::new(Self::script()).arg("stop").arg(self.dir.path()).status();
+    }
+}
+
+impl Drop for PrivateSeaweed {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(Self::script()).arg("stop").arg(self.dir.path()).status();
+    }
+}

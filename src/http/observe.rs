@@ -1,0 +1,66 @@
+//! One summary per request: a request id (taken from `x-request-id` or made),
+//! a tracing span named by the matched route, one structured event with
+//! method, route, status and duration, and the request metrics.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument;
+
+/// The request id header, read and returned.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// A client-supplied id is kept when it is short printable ASCII (it ends up
+/// in logs); otherwise a fresh one is made.
+fn request_id(req: &Request) -> String {
+    req.headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| hex::encode(rand::random::<[u8; 12]>()))
+}
+
+/// The middleware.
+pub async fn observe(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = request_id(&req);
+    let method = req.method().clone();
+    // The route template, not the path: bounded label values, no ids in metrics.
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
+    let mut response = next.run(req).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, v);
+    }
+    metrics::counter!(
+        "mediaflow_http_requests_total",
+        "method" => method.to_string(),
+        "route" => route.clone(),
+        "status" => status.to_string()
+    )
+    .increment(1);
+    metrics::histogram!("mediaflow_http_request_duration_seconds", "method" => method.to_string(), "route" => route.clone())
+        .record(elapsed.as_secs_f64());
+    let _enter = span.enter();
+    let duration_ms = elapsed.as_secs_f64() * 1000.0;
+    if status >= 500 {
+        tracing::warn!(status, duration_ms, "request");
+    } else {
+        tracing::info!(status, duration_ms, "request");
+    }
+    response
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(
+    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
+) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+    let body = crate::metrics::render(state.thumbs.cache_usage(), state.thumbs.limiter().queue_depth());
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+}
