@@ -138,41 +138,45 @@ impl Progress {
         }
     }
 
-    /// The final state: the bar completed, or a last plain line.
+    /// The last word: the bar is replaced by a plain line (on a terminal
+    /// the result follows on stdout, and a bar leaves the cursor on its own
+    /// line), as is the last periodic line.
     pub fn finish(&self) {
-        match &self.shared.bar {
-            Some(bar) => {
-                bar.set_position(self.sent());
-                bar.finish();
-            }
-            None if self.shared.mode == ProgressMode::Lines => eprintln!("mediaflow: {}", self.line()),
-            None => {}
+        if let Some(bar) = &self.shared.bar {
+            bar.finish_and_clear();
+        }
+        if self.shared.mode != ProgressMode::Quiet {
+            eprintln!("mediaflow: {}", self.line(true));
         }
     }
 
     fn draw(&self) {
         match &self.shared.bar {
             Some(bar) => bar.set_position(self.sent()),
-            None if self.shared.mode == ProgressMode::Lines => eprintln!("mediaflow: {}", self.line()),
+            None if self.shared.mode == ProgressMode::Lines => eprintln!("mediaflow: {}", self.line(false)),
             None => {}
         }
     }
 
-    /// `12.00 MiB of 60.00 MiB (20%), 5.10 MiB/s, ETA 9 seconds`.
-    fn line(&self) -> String {
+    /// `12.00 MiB of 60.00 MiB (20%), 5.10 MiB/s, ETA 9 seconds`, or at the
+    /// end `… (100%), 5.10 MiB/s, done in 12 seconds`.
+    fn line(&self, done: bool) -> String {
         let s = &self.shared;
         let sent = self.sent();
         let percent = sent.saturating_mul(100).checked_div(s.total).unwrap_or(100);
         let elapsed = s.started.elapsed().as_secs_f64();
         let fresh = sent.saturating_sub(s.skipped.load(Ordering::Relaxed));
         let rate = if elapsed > 0.0 { fresh as f64 / elapsed } else { 0.0 };
-        let eta = if rate > 0.0 {
-            HumanDuration(Duration::from_secs_f64(s.total.saturating_sub(sent) as f64 / rate)).to_string()
+        let when = if done {
+            format!("done in {}", HumanDuration(s.started.elapsed()))
+        } else if rate > 0.0 {
+            let eta = Duration::from_secs_f64(s.total.saturating_sub(sent) as f64 / rate);
+            format!("ETA {}", HumanDuration(eta))
         } else {
-            "unknown".into()
+            "ETA unknown".into()
         };
         format!(
-            "{} of {} ({percent}%), {}/s, ETA {eta}",
+            "{} of {} ({percent}%), {}/s, {when}",
             BinaryBytes(sent),
             BinaryBytes(s.total),
             BinaryBytes(rate as u64)
@@ -190,8 +194,9 @@ mod tests {
         p.skip(2 * 1024 * 1024);
         p.add(3 * 1024 * 1024);
         p.undo(1024 * 1024);
-        let line = p.line();
+        let line = p.line(false);
         assert!(line.starts_with("4.00 MiB of 10.00 MiB (40%), "), "{line}");
         assert!(line.contains("/s, ETA "), "{line}");
+        assert!(p.line(true).contains("/s, done in "), "{}", p.line(true));
     }
 }
