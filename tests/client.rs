@@ -1,6 +1,7 @@
 //! The upload client (`mediaflow upload`) against an in-process server on
 //! both backends: single and multipart uploads, rolling URL batches, retries,
-//! an interrupted upload resumed, clear errors.
+//! an interrupted upload resumed, clear errors; and the real binary: its
+//! output, exit codes, and memory that does not grow with the file.
 
 mod common;
 
@@ -11,8 +12,10 @@ use std::time::Duration;
 use common::{API_KEY, Backend, TestApp, spawn_secured, unique};
 use mediaflow::client::state::{ResumeState, StateFile};
 use mediaflow::client::{ClientError, Fault, ProgressMode, Retry, UploadOptions, Uploaded, upload};
+use serde_json::Value;
 
 const MIB: usize = 1024 * 1024;
+const BIN: &str = env!("CARGO_BIN_EXE_mediaflow");
 
 /// Bytes that sniff as MP4 (an ftyp box) followed by a pattern.
 fn mp4_like(len: usize) -> Vec<u8> {
@@ -294,4 +297,108 @@ async fn resume_file_falls_back_to_the_cache_folder() {
     let done = upload(&opts).await.unwrap();
     assert!(done.resumed);
     assert!(!state_file.exists());
+}
+
+/// Runs the real binary against `app` and returns (exit code, stdout, stderr).
+async fn run_bin(app: &TestApp, files: &Files, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(BIN)
+        .arg("upload")
+        .args(args)
+        .args(["--server", &app.base])
+        .env("MEDIAFLOW_API_KEY", API_KEY)
+        .env("XDG_CACHE_HOME", files.cache())
+        .env_remove("API_KEY")
+        .current_dir(files.dir.path())
+        .output()
+        .await
+        .unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_uploads_prints_and_fails_clearly() {
+    let app = spawn_secured(Backend::Fs).await;
+    let files = Files::new();
+    files.write("holiday photo.jpg", &common::images::jpeg(800, 600));
+
+    let (code, stdout, stderr) = run_bin(&app, &files, &["holiday photo.jpg", "--profile", "avatar", "--json"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let done: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(done["key_base"], "holiday_photo", "from the file name");
+    assert_eq!(done["mime"], "image/jpeg");
+    assert_eq!(done["method"], "single");
+    assert_eq!(done["thumbnail_url"], format!("{}/thumb/avatar/holiday_photo", app.base));
+    let thumb = get(&app, done["thumbnail_url"].as_str().unwrap()).await;
+    assert_eq!((thumb.status().as_u16(), thumb.headers()["content-type"].to_str().unwrap()), (200, "image/webp"));
+    // Not a terminal: plain progress lines on stderr, ending at 100%.
+    assert!(stderr.lines().last().is_some_and(|l| l.starts_with("mediaflow: ") && l.contains("(100%)")), "{stderr}");
+
+    // Text output, quiet, multipart.
+    files.write("clip.mp4", &mp4_like(12 * MIB));
+    let (code, stdout, stderr) = run_bin(&app, &files, &["clip.mp4", "--profile", "clip", "--quiet"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.is_empty(), "--quiet: {stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("object_key: originals/clips/") && lines[0].ends_with("/clip"), "{stdout}");
+    assert_eq!(lines[1], format!("original:   {}/originals/clip/clip", app.base));
+    assert_eq!(lines[2], format!("thumbnail:  {}/thumb/clip/clip", app.base));
+
+    // A server error: one sentence on stderr, nothing on stdout, exit 1.
+    let (code, stdout, stderr) = run_bin(&app, &files, &["clip.mp4", "--profile", "avatar", "--key-base", "x"]).await;
+    assert_eq!(code, 1);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_eq!(
+        stderr.trim_end(),
+        "mediaflow upload: the server refused the presign: mime type 'video/mp4' is not allowed for profile \
+         'avatar' (allowed: image/jpeg, image/png, image/webp) [mime_not_allowed, HTTP 400]"
+    );
+    let (code, _, stderr) = run_bin(&app, &files, &["clip.mp4", "--profile", "clip", "--resume"]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--resume: there is no interrupted upload"), "{stderr}");
+    let (code, _, stderr) = run_bin(&app, &files, &["missing.jpg", "--profile", "avatar"]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.starts_with("mediaflow upload: cannot read missing.jpg: "), "{stderr}");
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_streams_parts_from_disk() {
+    // The server runs in this process; the client is the child measured.
+    let app = spawn_secured(Backend::Fs).await;
+    let files = Files::new();
+    let size = 96 * MIB;
+    files.write("big.mp4", &mp4_like(size));
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["upload", "big.mp4", "--profile", "clip", "--quiet", "--parallel", "4", "--server", &app.base])
+        .env("MEDIAFLOW_API_KEY", API_KEY)
+        .env("XDG_CACHE_HOME", files.cache())
+        .current_dir(files.dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    // The high-water mark only grows: the last reading before exit is the peak.
+    let mut peak = 0;
+    let status = loop {
+        if let Some(kib) = peak_rss_kib(pid) {
+            peak = peak.max(kib);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(status.success());
+    let r = get(&app, &format!("{}/originals/clip/big", app.base)).await;
+    assert_eq!(r.headers()["content-length"], size.to_string().as_str());
+    // About 20 MiB whatever the size (measured: 20 MiB for 6 MB, 21 MiB for
+    // 96 MiB); four 5 MiB parts held in memory would pass 40.
+    let mib = peak / 1024;
+    assert!(mib < 32, "peak RSS {mib} MiB for a 96 MiB upload: parts are not streamed from disk");
 }
