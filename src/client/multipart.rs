@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use super::api::{Action, Api, MultipartPlan, UploadRef};
+use super::api::{Action, Api, MultipartPlan, StoredPart, UploadRef};
 use super::progress::Progress;
 use super::retry::Retry;
 use super::state::{ResumeState, STATE_VERSION, StateFile};
@@ -78,13 +78,7 @@ pub(crate) async fn resume(ctx: &Ctx, file: StateFile) -> Result<Option<Sent>, C
         }
         Err(e) => return Err(e),
     };
-    // A part of the wrong size cannot be completed: send it again.
-    let stored: BTreeMap<u32, (String, u64)> = listed
-        .into_iter()
-        .filter(|p| p.part_number >= 1 && p.part_number <= state.total_parts)
-        .filter(|p| p.size == Region::part(p.part_number, state.part_size, input.size()).len)
-        .map(|p| (p.part_number, (p.etag, p.size)))
-        .collect();
+    let stored = usable_parts(listed, &state, input.size());
     ctx.progress.note(&format!(
         "resuming the upload of {} ({} of {} parts already stored)",
         input.path.display(),
@@ -94,6 +88,17 @@ pub(crate) async fn resume(ctx: &Ctx, file: StateFile) -> Result<Option<Sent>, C
     ctx.progress.skip(stored.values().map(|(_, size)| size).sum());
     let stored = stored.into_iter().map(|(n, (etag, _))| (n, etag)).collect();
     Job::new(ctx, state, file).run(stored, HashMap::new(), true).await.map(Some)
+}
+
+/// The listed parts a completion can use, with their ETags and sizes: a part
+/// of the wrong size (or number) cannot, so it is sent again.
+fn usable_parts(listed: Vec<StoredPart>, state: &ResumeState, size: u64) -> BTreeMap<u32, (String, u64)> {
+    listed
+        .into_iter()
+        .filter(|p| p.part_number >= 1 && p.part_number <= state.total_parts)
+        .filter(|p| p.size == Region::part(p.part_number, state.part_size, size).len)
+        .map(|p| (p.part_number, (p.etag, p.size)))
+        .collect()
 }
 
 fn upload_ref(state: &ResumeState) -> UploadRef {
