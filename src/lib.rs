@@ -16,8 +16,11 @@
 //! - [`state`]: what every request shares.
 //! - [`uploads`]: presign, multipart batches, resume, completion with verification, and the upload token.
 //! - [`startup`]: wiring config to store to router, and `run`.
+//! - [`client`]: the upload client behind `mediaflow upload` (presign, parallel
+//!   parts with retries, resume file, progress), callable as [`client::upload`].
 
 pub mod assets;
+pub mod client;
 pub mod config;
 pub mod http;
 pub mod image;

@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use mediaflow::client::{ProgressMode, UploadOptions};
 use mediaflow::config::{Config, LogFormat, Profiles, Settings};
 use mediaflow::image::{Limits, OutputFormat, ThumbSpec};
 
@@ -40,6 +41,74 @@ enum Command {
         #[arg(short = 'o', long)]
         output: std::path::PathBuf,
     },
+    /// Upload a file to a MediaFlow server (presign, parallel parts, resume) and print its URLs.
+    Upload(UploadArgs),
+}
+
+/// `mediaflow upload`: the flags map one to one onto [`UploadOptions`].
+#[derive(clap::Args)]
+struct UploadArgs {
+    /// The file to upload; its type is sniffed from its first bytes.
+    file: std::path::PathBuf,
+    /// The server's base URL.
+    #[arg(long, env = "MEDIAFLOW_SERVER")]
+    server: String,
+    /// The profile to upload under (its kind and policy apply).
+    #[arg(long)]
+    profile: String,
+    /// The id to store it under (default: the file name up to its first dot).
+    #[arg(long)]
+    key_base: Option<String>,
+    /// The server's API key.
+    #[arg(long, env = "MEDIAFLOW_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Parts in flight at once (multipart uploads).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    parallel: u16,
+    /// Only resume an interrupted upload; fail if there is none.
+    #[arg(long)]
+    resume: bool,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// No progress output and no notices.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// Runs `mediaflow upload` and returns the exit code: 0 done, 1 failed,
+/// 3 stopped part-way (a re-run resumes), 130 interrupted by Ctrl-C.
+async fn upload(args: UploadArgs) -> i32 {
+    let mut opts = UploadOptions::new(args.file, args.server, args.profile);
+    opts.key_base = args.key_base;
+    opts.api_key = args.api_key.filter(|k| !k.is_empty());
+    opts.parallel = usize::from(args.parallel);
+    opts.resume = args.resume;
+    opts.progress = if args.quiet { ProgressMode::Quiet } else { ProgressMode::Auto };
+    let outcome = tokio::select! {
+        outcome = mediaflow::client::upload(&opts) => outcome,
+        _ = tokio::signal::ctrl_c() => {
+            // The parts already stored stay, and so does the resume file.
+            eprintln!("\nmediaflow upload: interrupted; run the same command again to resume");
+            return 130;
+        }
+    };
+    match outcome {
+        Ok(done) if args.json => match serde_json::to_string(&done) {
+            Ok(json) => println!("{json}"),
+            Err(e) => eprintln!("mediaflow upload: {e}"),
+        },
+        Ok(done) => {
+            println!("object_key: {}", done.object_key);
+            println!("original:   {}", done.original_url);
+            println!("thumbnail:  {}", done.thumbnail_url);
+        }
+        Err(e) => {
+            eprintln!("mediaflow upload: {e}");
+            return e.exit_code();
+        }
+    }
+    0
 }
 
 fn init_tracing(format: LogFormat) {
@@ -97,6 +166,11 @@ fn thumb(input: &std::path::Path, spec: ThumbSpec, max_pixels: u64, output: &std
 async fn main() -> anyhow::Result<()> {
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
+    // The client needs none of the server's configuration, and its stdout is
+    // its result: no tracing there.
+    if let Some(Command::Upload(args)) = cli.command {
+        std::process::exit(upload(args).await);
+    }
     init_tracing(cli.settings.log_format);
     let config = Config::from_settings(cli.settings).map_err(anyhow::Error::msg)?;
     match cli.command.unwrap_or(Command::Serve) {
@@ -114,5 +188,6 @@ async fn main() -> anyhow::Result<()> {
             let spec = ThumbSpec { width, format, quality };
             tokio::task::block_in_place(|| thumb(&input, spec, config.transforms.max_pixels, &output))
         }
+        Command::Upload(_) => unreachable!("handled before the server's configuration is loaded"),
     }
 }

@@ -1,0 +1,304 @@
+//! Multipart uploads: start one from a presign answer or resume one from its
+//! resume file, send the missing parts N at a time (URLs fetched in batches
+//! as they run out), complete.
+//!
+//! Parts run as tasks, so they keep moving while the scheduler waits for a
+//! batch of URLs. The resume file is written when the upload starts and every
+//! second or so as parts land; a resumed run trusts the server's list of
+//! stored parts, not the file.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+
+use super::api::{Action, Api, MultipartPlan, StoredPart, UploadRef};
+use super::progress::Progress;
+use super::retry::Retry;
+use super::state::{ResumeState, STATE_VERSION, StateFile};
+use super::transfer::{PutFailure, Region, put_region};
+use super::{ClientError, Ctx, FaultHook, Sent, Step, simulate};
+
+/// Part URLs asked for at once, at first: the service's default
+/// `max_batch_size`. A profile with a smaller limit answers
+/// `batch_size_exceeded` and the client halves its batches.
+const FIRST_BATCH: u32 = 100;
+/// How often the resume file is rewritten while parts land.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+
+/// Starts a new multipart upload from the presign answer.
+pub(crate) async fn start(ctx: &Ctx, object_key: String, plan: MultipartPlan) -> Result<Sent, ClientError> {
+    let state = ResumeState {
+        version: STATE_VERSION,
+        server: ctx.api.server().to_owned(),
+        profile: ctx.profile.clone(),
+        key_base: ctx.input.key_base.clone(),
+        file: ctx.input.fingerprint,
+        mime: ctx.input.mime.to_owned(),
+        object_key,
+        upload_id: plan.upload_id,
+        upload_token: plan.upload_token,
+        part_size: plan.part_size,
+        total_parts: plan.total_parts,
+        complete: plan.complete,
+        abort: plan.abort,
+        parts: BTreeMap::new(),
+    };
+    let file = StateFile::create(&ctx.input.path, ctx.cache.as_deref(), &state)?;
+    let urls = plan.parts.into_iter().map(|p| (p.part_number, p.action)).collect();
+    Job::new(ctx, state, file).run(BTreeMap::new(), urls, false).await
+}
+
+/// Continues the upload `file` describes, from the parts the store holds.
+/// `Ok(None)`: that upload can no longer be continued (gone, or its token
+/// refused); the file is removed and the caller starts a new upload.
+pub(crate) async fn resume(ctx: &Ctx, file: StateFile) -> Result<Option<Sent>, ClientError> {
+    let state = file.load()?;
+    let input = &ctx.input;
+    state.check(file.path(), &input.path, ctx.api.server(), &ctx.profile, &input.key_base, input.fingerprint)?;
+    let up = upload_ref(&state);
+    let listed = match ctx.api.stored_parts(&up).await {
+        Ok(listed) => listed,
+        Err(e) if e.code() == Some("invalid_upload_id") => {
+            ctx.progress.note("the interrupted upload is gone from the server (completed or aborted); starting over");
+            file.remove()?;
+            return Ok(None);
+        }
+        Err(e) if e.code() == Some("unauthorized") => {
+            ctx.progress.note(
+                "the server no longer accepts the interrupted upload's token (it lasts the profile's \
+                 token_ttl_seconds, and a server restarted without a fixed SIGNING_SECRET forgets it); starting over",
+            );
+            // Best effort, so the store drops the old parts: it needs the API key.
+            let _ = ctx.api.abort_with_key(&up).await;
+            file.remove()?;
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let stored = usable_parts(listed, &state, input.size());
+    ctx.progress.note(&format!(
+        "resuming the upload of {} ({} of {} parts already stored)",
+        input.path.display(),
+        stored.len(),
+        state.total_parts
+    ));
+    ctx.progress.skip(stored.values().map(|(_, size)| size).sum());
+    let stored = stored.into_iter().map(|(n, (etag, _))| (n, etag)).collect();
+    Job::new(ctx, state, file).run(stored, HashMap::new(), true).await.map(Some)
+}
+
+/// The listed parts a completion can use, with their ETags and sizes: a part
+/// of the wrong size (or number) cannot, so it is sent again.
+fn usable_parts(listed: Vec<StoredPart>, state: &ResumeState, size: u64) -> BTreeMap<u32, (String, u64)> {
+    listed
+        .into_iter()
+        .filter(|p| p.part_number >= 1 && p.part_number <= state.total_parts)
+        .filter(|p| p.size == Region::part(p.part_number, state.part_size, size).len)
+        .map(|p| (p.part_number, (p.etag, p.size)))
+        .collect()
+}
+
+fn upload_ref(state: &ResumeState) -> UploadRef {
+    UploadRef {
+        object_key: state.object_key.clone(),
+        upload_id: state.upload_id.clone(),
+        token: state.upload_token.clone(),
+    }
+}
+
+/// What every part's task needs.
+struct PartCtx {
+    api: Api,
+    up: UploadRef,
+    path: PathBuf,
+    part_size: u64,
+    size: u64,
+    retry: Retry,
+    fault: Option<FaultHook>,
+    progress: Progress,
+}
+
+/// One multipart upload being sent.
+struct Job<'a> {
+    ctx: &'a Ctx,
+    state: ResumeState,
+    file: StateFile,
+    parts: Arc<PartCtx>,
+    batch: u32,
+    saved: Instant,
+}
+
+impl<'a> Job<'a> {
+    fn new(ctx: &'a Ctx, state: ResumeState, file: StateFile) -> Self {
+        let parts = Arc::new(PartCtx {
+            api: ctx.api.clone(),
+            up: upload_ref(&state),
+            path: ctx.input.path.clone(),
+            part_size: state.part_size,
+            size: ctx.input.size(),
+            retry: ctx.retry,
+            fault: ctx.fault.clone(),
+            progress: ctx.progress.clone(),
+        });
+        Self { ctx, state, file, parts, batch: FIRST_BATCH, saved: Instant::now() }
+    }
+
+    /// Sends what `stored` lacks, then completes.
+    async fn run(
+        mut self,
+        stored: BTreeMap<u32, String>,
+        urls: HashMap<u32, Action>,
+        resumed: bool,
+    ) -> Result<Sent, ClientError> {
+        let missing: VecDeque<u32> = (1..=self.state.total_parts).filter(|n| !stored.contains_key(n)).collect();
+        let parts_sent = missing.len() as u32;
+        self.state.parts = stored;
+        let sent = self.send(missing, urls).await;
+        // Not fatal: a resumed run asks the server what is stored anyway.
+        let _ = self.file.save(&self.state);
+        if let Err(e) = sent {
+            return Err(self.incomplete(e));
+        }
+        self.complete().await?;
+        Ok(Sent {
+            object_key: self.state.object_key.clone(),
+            multipart: true,
+            parts: self.state.total_parts,
+            parts_sent,
+            resumed,
+        })
+    }
+
+    /// Keeps `parallel` parts in flight until none is left. After a failure
+    /// no new part starts, but those in flight finish, so that whatever lands
+    /// counts for the resume.
+    async fn send(&mut self, mut pending: VecDeque<u32>, mut urls: HashMap<u32, Action>) -> Result<(), ClientError> {
+        let mut tasks = JoinSet::new();
+        let mut failed: Option<ClientError> = None;
+        loop {
+            while failed.is_none() && tasks.len() < self.ctx.parallel {
+                let Some(n) = pending.pop_front() else { break };
+                match self.url_for(n, &pending, &mut urls).await {
+                    Ok(action) => {
+                        tasks.spawn(put_part(self.parts.clone(), n, action));
+                    }
+                    Err(e) => failed = Some(e),
+                }
+            }
+            let Some(joined) = tasks.join_next().await else { break };
+            let outcome = match joined {
+                Ok(outcome) => outcome,
+                // A panic in a part is a bug: let it surface as one.
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => Err(ClientError::Interrupted),
+            };
+            match outcome {
+                Ok((n, etag)) => self.record(n, etag),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Part `n`'s URL: from the batch in hand, else from a new batch covering
+    /// `n` and the missing parts right after it.
+    async fn url_for(
+        &mut self,
+        n: u32,
+        pending: &VecDeque<u32>,
+        urls: &mut HashMap<u32, Action>,
+    ) -> Result<Action, ClientError> {
+        if let Some(action) = urls.remove(&n) {
+            return Ok(action);
+        }
+        let run = 1 + pending.iter().zip(n + 1..).take_while(|(p, want)| **p == *want).count() as u32;
+        loop {
+            let count = run.min(self.batch);
+            match self.ctx.api.part_urls(&self.parts.up, n, count).await {
+                Ok(batch) => {
+                    urls.extend(batch.into_iter().map(|p| (p.part_number, p.action)));
+                    let detail = format!("no URL for part {n} in the batch");
+                    return urls.remove(&n).ok_or(ClientError::Unexpected { step: Step::PartUrls, detail });
+                }
+                Err(e) if e.code() == Some("batch_size_exceeded") && count > 1 => self.batch = count / 2,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn record(&mut self, n: u32, etag: String) {
+        self.state.parts.insert(n, etag);
+        if self.saved.elapsed() >= SAVE_EVERY {
+            // Not fatal: the file's part list is informational.
+            let _ = self.file.save(&self.state);
+            self.saved = Instant::now();
+        }
+    }
+
+    fn incomplete(&self, source: ClientError) -> ClientError {
+        ClientError::Incomplete {
+            stored: self.state.parts.len(),
+            total: self.state.total_parts,
+            state_file: self.file.path().to_owned(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Completes with every part's ETag. The resume file goes once the upload
+    /// id is spent (completed, or refused for good); otherwise it stays for a re-run.
+    async fn complete(&self) -> Result<(), ClientError> {
+        let parts: Vec<(u32, String)> = self.state.parts.iter().map(|(n, e)| (*n, e.clone())).collect();
+        if parts.len() != self.state.total_parts as usize {
+            let detail = format!("{} of {} parts stored", parts.len(), self.state.total_parts);
+            return Err(self.incomplete(ClientError::Unexpected { step: Step::Complete, detail }));
+        }
+        match self.ctx.api.complete(&self.state.complete, &parts).await {
+            Ok(()) => Ok(self.file.remove()?),
+            Err(e) if matches!(e.code(), Some("upload_verification_failed" | "invalid_upload_id")) => {
+                self.file.remove()?;
+                Err(e)
+            }
+            Err(e) => Err(self.incomplete(e)),
+        }
+    }
+}
+
+/// PUTs part `n`, retrying network failures and 5xx with backoff; after a 403
+/// (an expired URL) it asks for a fresh URL once.
+async fn put_part(ctx: Arc<PartCtx>, n: u32, mut action: Action) -> Result<(u32, String), ClientError> {
+    let region = Region::part(n, ctx.part_size, ctx.size);
+    let step = Step::Part(n);
+    let mut refreshed = false;
+    let mut attempt = 0;
+    loop {
+        let result = match ctx.fault.as_ref().and_then(|f| f(n, attempt)) {
+            Some(fault) => Err(simulate(fault, step)),
+            None => put_region(&ctx.api.http, &action, &ctx.path, region, &ctx.progress, step).await,
+        };
+        match result {
+            Ok(etag) if etag.is_empty() => {
+                let detail = "the store sent no ETag, which completion needs".to_owned();
+                return Err(ClientError::Unexpected { step, detail });
+            }
+            Ok(etag) => return Ok((n, etag)),
+            Err(PutFailure::Forbidden(_)) if !refreshed => {
+                refreshed = true;
+                attempt += 1;
+                let fresh = ctx.api.part_urls(&ctx.up, n, 1).await?;
+                let detail = format!("no URL for part {n} in the batch");
+                let part = fresh.into_iter().find(|p| p.part_number == n);
+                action = part.ok_or(ClientError::Unexpected { step: Step::PartUrls, detail })?.action;
+            }
+            Err(PutFailure::Retry(_)) if ctx.retry.may_retry(attempt) => {
+                tokio::time::sleep(ctx.retry.delay(attempt)).await;
+                attempt += 1;
+            }
+            Err(failure) => return Err(failure.into_error()),
+        }
+    }
+}

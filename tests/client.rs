@@ -1,0 +1,404 @@
+//! The upload client (`mediaflow upload`) against an in-process server on
+//! both backends: single and multipart uploads, rolling URL batches, retries,
+//! an interrupted upload resumed, clear errors; and the real binary: its
+//! output, exit codes, and memory that does not grow with the file.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{API_KEY, Backend, TestApp, spawn_secured, unique};
+use mediaflow::client::state::{ResumeState, StateFile};
+use mediaflow::client::{ClientError, Fault, ProgressMode, Retry, UploadOptions, Uploaded, upload};
+use serde_json::Value;
+
+const MIB: usize = 1024 * 1024;
+const BIN: &str = env!("CARGO_BIN_EXE_mediaflow");
+
+/// Bytes that sniff as MP4 (an ftyp box) followed by a pattern.
+fn mp4_like(len: usize) -> Vec<u8> {
+    let mut v = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom".to_vec();
+    v.extend((0..len - v.len()).map(|i| (i * 7 % 251) as u8));
+    v
+}
+
+/// A folder for input files and one for resume files, kept apart so a test
+/// can tell where the resume file went.
+struct Files {
+    dir: tempfile::TempDir,
+}
+
+impl Files {
+    fn new() -> Self {
+        Self { dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+}
+
+/// Options for `file` against `app`, quiet, with fast retries.
+fn options(app: &TestApp, files: &Files, file: &Path, profile: &str, key_base: &str) -> UploadOptions {
+    let mut opts = UploadOptions::new(file, app.base.clone(), profile);
+    opts.key_base = Some(key_base.to_owned());
+    opts.api_key = Some(API_KEY.to_owned());
+    opts.progress = ProgressMode::Quiet;
+    opts.cache_dir = Some(files.cache());
+    opts.retry = Retry { attempts: 3, base_delay: Duration::from_millis(10), max_delay: Duration::from_millis(50) };
+    opts
+}
+
+/// A fault hook that records every (part, attempt) it is asked about and
+/// answers with `decide`.
+type Calls = Arc<Mutex<Vec<(u32, u32)>>>;
+
+fn recording(
+    decide: impl Fn(u32, u32) -> Option<Fault> + Send + Sync + 'static,
+) -> (mediaflow::client::FaultHook, Calls) {
+    let calls: Calls = Arc::default();
+    let seen = calls.clone();
+    let hook = Arc::new(move |part, attempt| {
+        seen.lock().unwrap().push((part, attempt));
+        decide(part, attempt)
+    });
+    (hook, calls)
+}
+
+fn parts_tried(calls: &Calls) -> Vec<u32> {
+    let mut parts: Vec<u32> = calls.lock().unwrap().iter().map(|(p, _)| *p).collect();
+    parts.sort();
+    parts
+}
+
+async fn get(app: &TestApp, url: &str) -> reqwest::Response {
+    app.client.get(url).send().await.unwrap()
+}
+
+/// Asserts the uploaded original reads back as `data`.
+async fn assert_stored(app: &TestApp, done: &Uploaded, data: &[u8], mime: &str) {
+    let r = get(app, &done.original_url).await;
+    assert_eq!(r.status(), 200, "{}", done.original_url);
+    assert_eq!(r.headers()["content-type"], mime);
+    let got = r.bytes().await.unwrap();
+    assert!(got.len() == data.len() && got == data, "the original is the file's bytes");
+}
+
+async fn single_upload_and_thumbnail(backend: Backend) {
+    let app = spawn_secured(backend).await;
+    let files = Files::new();
+    let data = common::images::png(640, 480);
+    let file = files.write("photo.png", &data);
+    let id = unique("p");
+    let done = upload(&options(&app, &files, &file, "avatar", &id)).await.unwrap();
+    assert_eq!((done.method, done.parts, done.parts_sent, done.resumed), ("single", 1, 1, false));
+    assert_eq!(done.mime, "image/png");
+    assert!(done.object_key.starts_with("originals/avatars/") && done.object_key.ends_with(&id), "{done:?}");
+    assert_eq!(done.original_url, format!("{}/originals/avatar/{id}", app.base));
+    assert_eq!(done.thumbnail_url, format!("{}/thumb/avatar/{id}", app.base));
+    assert_stored(&app, &done, &data, "image/png").await;
+    let thumb = get(&app, &format!("{}?width=128", done.thumbnail_url)).await;
+    assert_eq!(thumb.status(), 200);
+    assert_eq!(thumb.headers()["content-type"], "image/webp");
+    assert!(StateFile::find(&file, Some(&files.cache())).is_none(), "single uploads keep no resume file");
+
+    // The same id again: refused before anything is sent.
+    let again = upload(&options(&app, &files, &file, "avatar", &id)).await.unwrap_err();
+    assert!(matches!(again, ClientError::AlreadyExists { .. }), "{again}");
+    assert!(again.to_string().contains("never overwrites"), "{again}");
+}
+
+async fn multipart_upload_12_mb(backend: Backend) {
+    let app = spawn_secured(backend).await;
+    let files = Files::new();
+    // `clip`: 5 MiB parts, 1 URL in the presign answer, at most 2 per batch.
+    let data = mp4_like(12 * 1000 * 1000);
+    let file = files.write("clip.mp4", &data);
+    let id = unique("m");
+    let (hook, calls) = recording(|_, _| None);
+    let mut opts = options(&app, &files, &file, "clip", &id);
+    opts.fault = Some(hook);
+    let done = upload(&opts).await.unwrap();
+    assert_eq!((done.method, done.parts, done.parts_sent, done.resumed), ("multipart", 3, 3, false));
+    assert_eq!(parts_tried(&calls), [1, 2, 3], "each part sent once");
+    assert_stored(&app, &done, &data, "video/mp4").await;
+    assert!(StateFile::find(&file, Some(&files.cache())).is_none(), "the resume file goes once completed");
+}
+
+async fn rolling_batches_retries_and_refreshed_urls(backend: Backend) {
+    let app = spawn_secured(backend).await;
+    let files = Files::new();
+    // 6 parts: more than `clip`'s max_batch_size of 2, so the client learns
+    // the limit from batch_size_exceeded and asks in pairs.
+    let data = mp4_like(26 * MIB);
+    let file = files.write("long.mp4", &data);
+    let (hook, calls) = recording(|part, attempt| match (part, attempt) {
+        (2, 0) | (2, 1) => Some(Fault::Transient),
+        (4, 0) => Some(Fault::Forbidden),
+        _ => None,
+    });
+    let mut opts = options(&app, &files, &file, "clip", &unique("r"));
+    opts.fault = Some(hook);
+    opts.parallel = 3;
+    let done = upload(&opts).await.unwrap();
+    assert_eq!((done.parts, done.parts_sent), (6, 6));
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.iter().filter(|(p, _)| *p == 2).count(), 3, "two network failures, then success: {calls:?}");
+    assert_eq!(calls.iter().filter(|(p, _)| *p == 4).count(), 2, "a 403, a fresh URL, success: {calls:?}");
+    assert_stored(&app, &done, &data, "video/mp4").await;
+
+    // Failures beyond the retry budget stop the upload, resumably.
+    let file = files.write("flaky.mp4", &mp4_like(11 * MIB));
+    let mut opts = options(&app, &files, &file, "clip", &unique("f"));
+    opts.fault = Some(Arc::new(|part, _| (part == 2).then_some(Fault::Transient)));
+    let err = upload(&opts).await.unwrap_err();
+    let ClientError::Incomplete { stored, total: 3, source, .. } = &err else { panic!("{err}") };
+    assert!(matches!(**source, ClientError::Simulated { fault: Fault::Transient, .. }), "{err}");
+    assert_eq!(*stored, 2, "parts 1 and 3 landed: {err}");
+    assert_eq!(err.exit_code(), 3);
+}
+
+async fn interrupted_upload_resumes(backend: Backend) {
+    let app = spawn_secured(backend).await;
+    let files = Files::new();
+    let data = mp4_like(12 * 1000 * 1000);
+    let file = files.write("movie.mp4", &data);
+    let id = unique("i");
+
+    // Stop at part 3, as a kill after two parts would.
+    let mut opts = options(&app, &files, &file, "clip", &id);
+    opts.fault = Some(Arc::new(|part, _| (part == 3).then_some(Fault::Interrupt)));
+    let err = upload(&opts).await.unwrap_err();
+    let ClientError::Incomplete { stored: 2, total: 3, source, state_file } = &err else { panic!("{err}") };
+    assert!(matches!(**source, ClientError::Interrupted));
+    assert_eq!(state_file, &files.dir.path().join("movie.mp4.mediaflow-upload.json"), "beside the input");
+    assert!(err.to_string().contains("run the same command again to resume"), "{err}");
+    let r = get(&app, &format!("{}/originals/clip/{id}", app.base)).await;
+    assert_eq!(r.status(), 404, "nothing completed");
+
+    // The resume file claims part 3 too; the server's list says otherwise and wins.
+    let state_path = state_file.clone();
+    let mut state: ResumeState = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    assert_eq!(state.parts.keys().copied().collect::<Vec<_>>(), [1, 2]);
+    state.parts.insert(3, "\"not-really-stored\"".into());
+    std::fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
+
+    // Re-run the same command (no --resume): only part 3 is sent.
+    let (hook, calls) = recording(|_, _| None);
+    let mut opts = options(&app, &files, &file, "clip", &id);
+    opts.fault = Some(hook);
+    let done = upload(&opts).await.unwrap();
+    assert_eq!((done.method, done.parts, done.parts_sent, done.resumed), ("multipart", 3, 1, true));
+    assert_eq!(parts_tried(&calls), [3]);
+    assert_stored(&app, &done, &data, "video/mp4").await;
+    assert!(!state_path.exists(), "the resume file goes once completed");
+}
+
+async fn server_errors_read_clearly(backend: Backend) {
+    let app = spawn_secured(backend).await;
+    let files = Files::new();
+    let file = files.write("clip.mp4", &mp4_like(1000));
+    let err = upload(&options(&app, &files, &file, "avatar", "v1")).await.unwrap_err();
+    assert_eq!((err.code(), err.status(), err.exit_code()), (Some("mime_not_allowed"), Some(400), 1));
+    let text = err.to_string();
+    assert!(text.starts_with("the server refused the presign: mime type 'video/mp4' is not allowed"), "{text}");
+    assert!(text.ends_with("[mime_not_allowed, HTTP 400]"), "{text}");
+
+    let mut opts = options(&app, &files, &file, "clip", "v1");
+    opts.api_key = Some("wrong".into());
+    let err = upload(&opts).await.unwrap_err();
+    assert_eq!(err.code(), Some("unauthorized"), "{err}");
+    let err = upload(&options(&app, &files, &file, "nope", "v1")).await.unwrap_err();
+    assert!(err.to_string().contains("unknown profile 'nope'"), "{err}");
+}
+
+both_backends!(
+    single_upload_and_thumbnail,
+    multipart_upload_12_mb,
+    rolling_batches_retries_and_refreshed_urls,
+    interrupted_upload_resumes,
+    server_errors_read_clearly,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_file_problems_are_explained() {
+    let app = spawn_secured(Backend::Fs).await;
+    let files = Files::new();
+    let data = mp4_like(11 * MIB);
+    let file = files.write("a.mp4", &data);
+    let id = unique("s");
+
+    let mut opts = options(&app, &files, &file, "clip", &id);
+    opts.resume = true;
+    let err = upload(&opts).await.unwrap_err();
+    assert!(err.to_string().starts_with("--resume: there is no interrupted upload of"), "{err}");
+
+    let mut opts = options(&app, &files, &file, "clip", &id);
+    opts.fault = Some(Arc::new(|part, _| (part == 2).then_some(Fault::Interrupt)));
+    opts.parallel = 1;
+    assert!(matches!(upload(&opts).await, Err(ClientError::Incomplete { stored: 1, .. })));
+
+    // Other arguments: refused, naming the ones that would resume it.
+    let err = upload(&options(&app, &files, &file, "clip", "other")).await.unwrap_err();
+    assert!(err.to_string().contains(&format!("--profile clip --key-base {id}")), "{err}");
+
+    // A token the server no longer accepts: the old upload is abandoned and a new one made.
+    let state_file = StateFile::find(&file, None).unwrap();
+    let mut state = state_file.load().unwrap();
+    let good_token = state.upload_token.clone();
+    state.upload_token = "forged.token".into();
+    state_file.save(&state).unwrap();
+    let done = upload(&options(&app, &files, &file, "clip", &id)).await.unwrap();
+    assert_eq!((done.resumed, done.parts_sent), (false, 3));
+    assert_stored(&app, &done, &data, "video/mp4").await;
+    // ...and the abandoned one was aborted with the API key.
+    let key = done.object_key.replace('/', "%2F");
+    let r = app
+        .client
+        .get(app.url(&format!("/v1/uploads/{key}/parts/{}", state.upload_id)))
+        .header("x-upload-token", good_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // A file changed since its upload was interrupted is not resumed.
+    let file = files.write("b.mp4", &data);
+    let mut opts = options(&app, &files, &file, "clip", &unique("c"));
+    opts.fault = Some(Arc::new(|part, _| (part == 2).then_some(Fault::Interrupt)));
+    opts.parallel = 1;
+    assert!(upload(&opts).await.is_err());
+    files.write("b.mp4", &mp4_like(11 * MIB + 1));
+    opts.fault = None;
+    let err = upload(&opts).await.unwrap_err();
+    assert!(err.to_string().contains("changed since its upload was interrupted"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_file_falls_back_to_the_cache_folder() {
+    let app = spawn_secured(Backend::Fs).await;
+    let files = Files::new();
+    // No sibling file can have this name plus the suffix (NAME_MAX), even as root.
+    let file = files.write(&format!("{}.mp4", "n".repeat(240)), &mp4_like(11 * MIB));
+    let mut opts = options(&app, &files, &file, "clip", &unique("n"));
+    opts.fault = Some(Arc::new(|part, _| (part == 2).then_some(Fault::Interrupt)));
+    let err = upload(&opts).await.unwrap_err();
+    let ClientError::Incomplete { state_file, .. } = &err else { panic!("{err}") };
+    assert!(state_file.starts_with(files.cache()), "{}", state_file.display());
+    opts.fault = None;
+    let done = upload(&opts).await.unwrap();
+    assert!(done.resumed);
+    assert!(!state_file.exists());
+}
+
+/// Runs the real binary against `app` and returns (exit code, stdout, stderr).
+async fn run_bin(app: &TestApp, files: &Files, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(BIN)
+        .arg("upload")
+        .args(args)
+        .args(["--server", &app.base])
+        .env("MEDIAFLOW_API_KEY", API_KEY)
+        .env("XDG_CACHE_HOME", files.cache())
+        .env_remove("API_KEY")
+        .current_dir(files.dir.path())
+        .output()
+        .await
+        .unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_uploads_prints_and_fails_clearly() {
+    let app = spawn_secured(Backend::Fs).await;
+    let files = Files::new();
+    files.write("holiday photo.jpg", &common::images::jpeg(800, 600));
+
+    let (code, stdout, stderr) = run_bin(&app, &files, &["holiday photo.jpg", "--profile", "avatar", "--json"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let done: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(done["key_base"], "holiday_photo", "from the file name");
+    assert_eq!(done["mime"], "image/jpeg");
+    assert_eq!(done["method"], "single");
+    assert_eq!(done["thumbnail_url"], format!("{}/thumb/avatar/holiday_photo", app.base));
+    let thumb = get(&app, done["thumbnail_url"].as_str().unwrap()).await;
+    assert_eq!((thumb.status().as_u16(), thumb.headers()["content-type"].to_str().unwrap()), (200, "image/webp"));
+    // Not a terminal: plain progress lines on stderr, ending at 100%.
+    assert!(stderr.lines().last().is_some_and(|l| l.starts_with("mediaflow: ") && l.contains("(100%)")), "{stderr}");
+
+    // Text output, quiet, multipart.
+    files.write("clip.mp4", &mp4_like(12 * MIB));
+    let (code, stdout, stderr) = run_bin(&app, &files, &["clip.mp4", "--profile", "clip", "--quiet"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.is_empty(), "--quiet: {stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("object_key: originals/clips/") && lines[0].ends_with("/clip"), "{stdout}");
+    assert_eq!(lines[1], format!("original:   {}/originals/clip/clip", app.base));
+    assert_eq!(lines[2], format!("thumbnail:  {}/thumb/clip/clip", app.base));
+
+    // A server error: one sentence on stderr, nothing on stdout, exit 1.
+    let (code, stdout, stderr) = run_bin(&app, &files, &["clip.mp4", "--profile", "avatar", "--key-base", "x"]).await;
+    assert_eq!(code, 1);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_eq!(
+        stderr.trim_end(),
+        "mediaflow upload: the server refused the presign: mime type 'video/mp4' is not allowed for profile \
+         'avatar' (allowed: image/jpeg, image/png, image/webp) [mime_not_allowed, HTTP 400]"
+    );
+    let (code, _, stderr) = run_bin(&app, &files, &["clip.mp4", "--profile", "clip", "--resume"]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--resume: there is no interrupted upload"), "{stderr}");
+    let (code, _, stderr) = run_bin(&app, &files, &["missing.jpg", "--profile", "avatar"]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.starts_with("mediaflow upload: cannot read missing.jpg: "), "{stderr}");
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_streams_parts_from_disk() {
+    // The server runs in this process; the client is the child measured.
+    let app = spawn_secured(Backend::Fs).await;
+    let files = Files::new();
+    let size = 96 * MIB;
+    files.write("big.mp4", &mp4_like(size));
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["upload", "big.mp4", "--profile", "clip", "--quiet", "--parallel", "4", "--server", &app.base])
+        .env("MEDIAFLOW_API_KEY", API_KEY)
+        .env("XDG_CACHE_HOME", files.cache())
+        .current_dir(files.dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    // The high-water mark only grows: the last reading before exit is the peak.
+    let mut peak = 0;
+    let status = loop {
+        if let Some(kib) = peak_rss_kib(pid) {
+            peak = peak.max(kib);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(status.success());
+    let r = get(&app, &format!("{}/originals/clip/big", app.base)).await;
+    assert_eq!(r.headers()["content-length"], size.to_string().as_str());
+    // About 20 MiB whatever the size (measured: 20 MiB for 6 MB, 21 MiB for
+    // 96 MiB); four 5 MiB parts held in memory would pass 40.
+    let mib = peak / 1024;
+    assert!(mib < 32, "peak RSS {mib} MiB for a 96 MiB upload: parts are not streamed from disk");
+}
