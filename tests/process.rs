@@ -253,12 +253,16 @@ async fn memory_stays_bounded_under_32_concurrent_cold_renders_of_24_mp() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut cmd = command(dir.path());
-    cmd.env("DATA_DIR", &data).env("RUST_LOG", "warn").env("CACHE_MEMORY_MB", "64");
+    cmd.env("DATA_DIR", &data).env("CACHE_MEMORY_MB", "64");
     let server = start(cmd);
-    // 6000×4000 = 24 MP, with detail so the JPEG is photo-sized (several MB).
+    // 6000×4000 = 24 MP, with grain so the JPEG is photo-sized (6.7 MB,
+    // about what a camera writes at this size).
     let img = image::RgbImage::from_fn(6000, 4000, |x, y| {
-        let v = (x.wrapping_mul(2654435761) ^ y.wrapping_mul(40503)) >> 7;
-        image::Rgb([(x / 24) as u8 ^ v as u8, (y / 16) as u8, (v >> 8) as u8])
+        let n = ((x.wrapping_mul(2654435761) ^ y.wrapping_mul(40503)) >> 13) & 31;
+        let r = ((x / 24) as u8).wrapping_add(n as u8);
+        let g = ((y / 16) as u8).wrapping_add((n / 2) as u8);
+        let b = (((x + y) / 40) as u8).wrapping_sub(n as u8);
+        image::Rgb([r, g, b])
     });
     let mut jpeg = std::io::Cursor::new(Vec::new());
     image::DynamicImage::ImageRgb8(img).write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();

@@ -1,7 +1,7 @@
-//! Bounded rendering: at most N renders use the CPU at once, at most 2N hold
-//! an original in memory (so fetching overlaps decoding), and at most `queue`
-//! wait for a slot; beyond that a render is refused instead of queued, so load
-//! can never grow memory without bound.
+//! Bounded rendering: at most 2N renders hold an original in memory (N on the
+//! render pool's threads, N fetched and ready, so fetching overlaps decoding),
+//! and at most `queue` wait for a slot; beyond that a render is refused
+//! instead of queued, so load can never grow memory without bound.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,7 +16,6 @@ pub struct Overloaded;
 #[derive(Debug)]
 pub struct Limiter {
     slots: Arc<Semaphore>,
-    cpu: Arc<Semaphore>,
     waiting: AtomicUsize,
     max_waiting: usize,
 }
@@ -25,12 +24,7 @@ impl Limiter {
     /// `concurrency` renders at once, `queue` waiting at most.
     pub fn new(concurrency: usize, queue: usize) -> Self {
         let concurrency = concurrency.max(1);
-        Self {
-            slots: Arc::new(Semaphore::new(concurrency * 2)),
-            cpu: Arc::new(Semaphore::new(concurrency)),
-            waiting: AtomicUsize::new(0),
-            max_waiting: queue,
-        }
+        Self { slots: Arc::new(Semaphore::new(concurrency * 2)), waiting: AtomicUsize::new(0), max_waiting: queue }
     }
 
     /// A slot to fetch and render in, waiting in the queue if need be.
@@ -51,11 +45,6 @@ impl Limiter {
         }
         let _waiting = Waiting(&self.waiting);
         Ok(self.slots.clone().acquire_owned().await.expect("the semaphore is never closed"))
-    }
-
-    /// A CPU slot, taken once the source is in memory.
-    pub async fn cpu(&self) -> OwnedSemaphorePermit {
-        self.cpu.clone().acquire_owned().await.expect("the semaphore is never closed")
     }
 
     /// Renders waiting for a slot.

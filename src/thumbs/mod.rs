@@ -6,8 +6,7 @@
 //!   asked again, so a delete made through another instance stops being served.
 //! - Concurrent requests for one missing variant share one render
 //!   (single-flight), and identical requests are coalesced before they queue.
-//! - Renders run on the blocking pool, at most `MAX_CONCURRENT_TRANSFORMS` at
-//!   once; at most `TRANSFORM_QUEUE` wait; beyond that the answer is 503.
+//! - Renders run on a pool of `MAX_CONCURRENT_TRANSFORMS` threads; at most `TRANSFORM_QUEUE` wait; beyond that the answer is 503.
 //! - The answer does not wait for the variant's store write; shutdown does.
 
 mod limiter;
@@ -118,6 +117,11 @@ pub struct Thumbs {
     cache: Option<moka::future::Cache<String, Variant>>,
     flights: Mutex<HashMap<String, Flight>>,
     limiter: Limiter,
+    /// A fixed pool of MAX_CONCURRENT_TRANSFORMS threads. Not tokio's blocking
+    /// pool: spread over many short-lived threads, the large decode buffers
+    /// left one allocator heap per thread at its peak (tests/process.rs saw
+    /// 500+ MB for 32 renders); a fixed pool reuses the same few heaps.
+    pool: rayon::ThreadPool,
     limits: Limits,
     timeout: Duration,
     renders: AtomicU64,
@@ -147,6 +151,14 @@ impl Thumbs {
             cache,
             flights: Mutex::new(HashMap::new()),
             limiter: Limiter::new(t.concurrency, t.queue),
+            pool: rayon::ThreadPoolBuilder::new()
+                .num_threads(t.concurrency.max(1))
+                .thread_name(|i| format!("mediaflow-render-{i}"))
+                // The pipeline catches its own panics; this only keeps a stray
+                // one from aborting the process (rayon's default).
+                .panic_handler(|_| tracing::error!("a render worker panicked"))
+                .build()
+                .expect("render threads can be spawned"),
             limits: Limits { max_pixels: t.max_pixels },
             timeout: t.timeout,
             renders: AtomicU64::new(0),
@@ -241,23 +253,21 @@ impl Thumbs {
         self.transform(source, spec).await
     }
 
-    /// Runs the pipeline on the blocking pool, on a CPU slot, with the timeout.
+    /// Runs the pipeline on the render pool, with the timeout.
     async fn transform(&self, source: Bytes, spec: ThumbSpec) -> Result<Variant, ThumbError> {
-        let cpu = self.limiter.cpu().await;
         self.renders.fetch_add(1, Ordering::Relaxed);
         let limits = self.limits;
-        let job = tokio::task::spawn_blocking(move || {
-            // The CPU slot is held until the work really ends, even if the
-            // request gave up waiting for it.
-            let _cpu = cpu;
-            image::thumbnail(&source, &spec, &limits)
+        let (done, job) = tokio::sync::oneshot::channel();
+        // The worker finishes the job even if the request stops waiting for it.
+        self.pool.spawn(move || {
+            let _ = done.send(image::thumbnail(&source, &spec, &limits));
         });
         let started = std::time::Instant::now();
         let outcome = tokio::time::timeout(self.timeout, job).await;
         metrics::histogram!("mediaflow_thumbnail_render_duration_seconds").record(started.elapsed().as_secs_f64());
         let result = match outcome {
             Ok(Ok(result)) => result.map_err(ThumbError::from),
-            Ok(Err(e)) => Err(ThumbError::Internal(format!("render panicked: {e}"))),
+            Ok(Err(_)) => Err(ThumbError::Internal("the render worker died".into())),
             Err(_) => Err(rejected("timeout", ThumbError::TimedOut)),
         };
         let label = if result.is_ok() { "ok" } else { "error" };
