@@ -98,9 +98,10 @@ pub enum ApiError {
 }
 
 /// The JSON body of every error.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable code.
+    #[schema(value_type = String, example = "bad_request")]
     pub code: &'static str,
     /// Human-readable message.
     pub message: String,

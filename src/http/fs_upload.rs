@@ -14,13 +14,33 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::body::{drain, with_idle_timeout};
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiPath, ApiQuery};
 use crate::state::AppState;
 use crate::storage::signing::{SignedQuery, UploadGrant};
 use crate::storage::{ObjectKey, PutBody, PutOptions, StorageError};
 
 /// Receives a PUT to a signed upload URL.
+#[utoipa::path(put, path = "/_upload/{key}", tag = "uploads",
+    params(
+        ("key" = String, Path, description = "The object key (its segments percent-encoded)"),
+        ("X-Mf-Expires" = u64, Query, description = "Unix expiry"),
+        ("X-Mf-Length" = u64, Query, description = "The exact body length"),
+        ("X-Mf-Type" = Option<String>, Query, description = "The exact Content-Type (single PUTs)"),
+        ("X-Mf-If-None-Match" = Option<String>, Query, description = "`1`: If-None-Match: * is required"),
+        ("X-Mf-Signature" = String, Query, description = "HMAC-SHA256, hex"),
+        ("partNumber" = Option<u32>, Query, description = "Multipart part number"),
+        ("uploadId" = Option<String>, Query, description = "Multipart upload id"),
+    ),
+    request_body(content = super::openapi::Binary, content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "Stored; the ETag header is the quoted MD5"),
+        (status = 400, description = "Malformed key, or the body ended early or stalled", body = ErrorBody),
+        (status = 403, description = "Bad or expired signature, or a header differs from the signed one", body = ErrorBody),
+        (status = 404, description = "Not the filesystem backend, or an unknown upload", body = ErrorBody),
+        (status = 412, description = "If-None-Match: * and the object exists", body = ErrorBody),
+        (status = 502, description = "The store failed", body = ErrorBody),
+    ))]
 pub async fn receive(
     State(state): State<AppState>,
     ApiPath(key): ApiPath<String>,

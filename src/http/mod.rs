@@ -9,6 +9,7 @@ pub mod fs_upload;
 pub mod health;
 pub mod media;
 pub mod observe;
+pub mod openapi;
 pub mod originals;
 pub mod thumbs;
 pub mod uploads;
@@ -37,6 +38,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(observe::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
         .route("/originals/{profile}/{image_id}", get(originals::get_original))
         .route(
             "/thumb/{profile}/{image_id}",

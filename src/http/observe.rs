@@ -58,6 +58,8 @@ pub async fn observe(req: Request, next: Next) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
 pub async fn metrics(
     axum::extract::State(state): axum::extract::State<crate::state::AppState>,
 ) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {

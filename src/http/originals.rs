@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiPath, ApiQuery};
 use super::media::{Condition, MediaHeaders, choose_content_type, evaluate, is_specific_media_type, parse_range};
 use crate::assets::AssetRef;
@@ -14,13 +14,31 @@ use crate::state::AppState;
 use crate::storage::{ByteRange, ObjectKey, ObjectMeta};
 
 /// Query parameters of media URLs.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct OriginalQuery {
     /// A custom shard the original was stored under.
     pub shard: Option<String>,
 }
 
 /// Serves an original, with ranges and conditional requests.
+#[utoipa::path(get, path = "/originals/{profile}/{image_id}", tag = "media",
+    params(
+        ("profile" = String, Path, description = "Profile name", example = "photo"),
+        ("image_id" = String, Path, description = "key_base, optionally with an extension (`photo.jpg`)", example = "sample"),
+        OriginalQuery,
+    ),
+    responses(
+        (status = 200, description = "The original, streamed", content(
+            (super::openapi::Binary = "application/octet-stream"), (super::openapi::Binary = "image/*"), (super::openapi::Binary = "video/*"), (super::openapi::Binary = "audio/*"))),
+        (status = 206, description = "A byte range of it", content(
+            (super::openapi::Binary = "application/octet-stream"), (super::openapi::Binary = "image/*"), (super::openapi::Binary = "video/*"), (super::openapi::Binary = "audio/*"))),
+        (status = 304, description = "Not modified"),
+        (status = 400, description = "Bad id or shard", body = ErrorBody),
+        (status = 404, description = "Unknown profile or missing original", body = ErrorBody),
+        (status = 416, description = "Range not satisfiable", body = ErrorBody),
+        (status = 502, description = "The store failed", body = ErrorBody),
+    ))]
 pub async fn get_original(
     State(state): State<AppState>,
     method: Method,

@@ -8,11 +8,12 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
-use serde::Deserialize;
-use serde_json::json;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 
 use super::body::{ReadError, drain, read_limited};
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiPath, ApiQuery};
 use super::media::{Condition, MediaHeaders, evaluate};
 use crate::assets::AssetRef;
@@ -21,7 +22,8 @@ use crate::state::AppState;
 use crate::thumbs::{FormatChoice, resolve_variant};
 
 /// Query of thumbnail URLs.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ThumbQuery {
     /// Width in pixels (default: the profile's `default_size`).
     pub width: Option<String>,
@@ -44,6 +46,23 @@ fn refuse_video(asset: &AssetRef) -> ApiResult<()> {
 }
 
 /// Serves a thumbnail, making and storing it if it does not exist yet.
+#[utoipa::path(get, path = "/thumb/{profile}/{image_id}", tag = "media",
+    params(
+        ("profile" = String, Path, description = "Profile name", example = "photo"),
+        ("image_id" = String, Path, description = "key_base, optionally with an extension", example = "sample"),
+        ThumbQuery,
+    ),
+    responses(
+        (status = 200, description = "The thumbnail", content(
+            (super::openapi::Binary = "image/webp"), (super::openapi::Binary = "image/jpeg"), (super::openapi::Binary = "image/png"))),
+        (status = 304, description = "Not modified"),
+        (status = 400, description = "Width, format or quality not allowed", body = ErrorBody),
+        (status = 404, description = "Unknown profile or missing original", body = ErrorBody),
+        (status = 415, description = "The original cannot be decoded", body = ErrorBody),
+        (status = 422, description = "The original is over the pixel limit", body = ErrorBody),
+        (status = 502, description = "The store failed", body = ErrorBody),
+        (status = 503, description = "Too many renders waiting", body = ErrorBody),
+    ))]
 pub async fn get_thumb(
     State(state): State<AppState>,
     method: Method,
@@ -125,8 +144,49 @@ async fn read_image(state: &AppState, req: Request, limit: u64) -> ApiResult<Byt
     read_capped(req.into_body().into_data_stream(), limit).await
 }
 
+/// `POST /thumb` answer: the original's key and each size's variant key.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ThumbsCreated {
+    /// The original's key.
+    pub object_key: String,
+    /// Width → variant key.
+    pub thumbnails: BTreeMap<String, String>,
+}
+
+/// A multipart form with the image as `file`.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ImageForm {
+    /// The image.
+    #[schema(format = Binary, content_media_type = "application/octet-stream")]
+    file: String,
+}
+
 /// Stores an uploaded original (replacing an earlier one and its variants)
 /// and makes every size of the profile.
+#[utoipa::path(post, path = "/thumb/{profile}/{image_id}", tag = "media",
+    params(
+        ("profile" = String, Path, description = "Profile name", example = "photo"),
+        ("image_id" = String, Path, description = "key_base", example = "sample2"),
+        ThumbQuery,
+    ),
+    request_body(content(
+        (ImageForm = "multipart/form-data"),
+        (super::openapi::Binary = "image/*"),
+        (super::openapi::Binary = "application/octet-stream"),
+    )),
+    responses(
+        (status = 201, description = "Stored, every size made", body = ThumbsCreated),
+        (status = 400, description = "Not an allowed image type, or a malformed body", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "Unknown profile", body = ErrorBody),
+        (status = 413, description = "Over the profile's size limit", body = ErrorBody),
+        (status = 415, description = "The image cannot be decoded", body = ErrorBody),
+        (status = 422, description = "The image is over the pixel limit", body = ErrorBody),
+        (status = 502, description = "The store failed", body = ErrorBody),
+        (status = 503, description = "Too many renders waiting", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
 pub async fn post_thumb(
     State(state): State<AppState>,
     ApiPath((profile, image_id)): ApiPath<(String, String)>,
@@ -137,8 +197,7 @@ pub async fn post_thumb(
     refuse_video(&asset)?;
     let image = read_image(&state, req, asset.profile.size_max_bytes).await?;
     let made = state.replace_original(&asset, image).await?;
-    let thumbnails: serde_json::Map<String, serde_json::Value> =
-        made.thumbnails.into_iter().map(|(w, k)| (w.to_string(), json!(k.as_str()))).collect();
-    let body = json!({"object_key": made.object_key.as_str(), "thumbnails": thumbnails});
+    let thumbnails = made.thumbnails.into_iter().map(|(w, k)| (w.to_string(), k.to_string())).collect();
+    let body = ThumbsCreated { object_key: made.object_key.to_string(), thumbnails };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }

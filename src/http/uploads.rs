@@ -6,10 +6,9 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use super::auth::check_key;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::assets::AssetRef;
 use crate::state::AppState;
@@ -46,7 +45,8 @@ impl FromRequestParts<AppState> for BaseUrl {
 }
 
 /// `?token=` on upload URLs.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TokenQuery {
     /// The upload token.
     pub token: Option<String>,
@@ -110,6 +110,16 @@ fn authorize(
 }
 
 /// `POST /v1/uploads/presign` (API key).
+#[utoipa::path(post, path = "/v1/uploads/presign", tag = "uploads",
+    request_body = PresignRequest,
+    responses(
+        (status = 200, description = "A single PUT, or a multipart upload with its first part URLs", body = PresignResponse),
+        (status = 400, description = "bad_request, mime_not_allowed or size_too_large", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 413, description = "Request body too large", body = ErrorBody),
+        (status = 502, description = "The store failed", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
 pub async fn presign(
     State(state): State<AppState>,
     BaseUrl(base_url): BaseUrl,
@@ -119,6 +129,17 @@ pub async fn presign(
 }
 
 /// `POST /v1/uploads/presign/parts` (the upload's token; the API key alone is not enough).
+#[utoipa::path(post, path = "/v1/uploads/presign/parts", tag = "uploads",
+    params(TokenQuery),
+    request_body = PartsRequest,
+    responses(
+        (status = 200, description = "The next batch of part URLs", body = PartsResponse),
+        (status = 400, description = "bad_request, invalid_part_range or batch_size_exceeded", body = ErrorBody),
+        (status = 401, description = "No valid token for this upload", body = ErrorBody),
+        (status = 404, description = "invalid_upload_id: unknown, completed or aborted upload", body = ErrorBody),
+        (status = 413, description = "Request body too large", body = ErrorBody),
+        (status = 502, description = "The store failed", body = ErrorBody),
+    ))]
 pub async fn presign_parts(
     State(state): State<AppState>,
     BaseUrl(base_url): BaseUrl,
@@ -149,13 +170,27 @@ pub async fn presign_parts(
 }
 
 /// The answer to a resume call.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PartsList {
     /// Parts the store holds.
     pub parts: Vec<StoredPart>,
 }
 
 /// `GET /v1/uploads/{object_key}/parts/{upload_id}` (API key or token).
+#[utoipa::path(get, path = "/v1/uploads/{object_key}/parts/{upload_id}", tag = "uploads",
+    params(
+        ("object_key" = String, Path, description = "The object key, percent-encoded as one segment"),
+        ("upload_id" = String, Path, description = "The multipart upload id"),
+        TokenQuery,
+    ),
+    responses(
+        (status = 200, description = "The parts the store holds", body = PartsList),
+        (status = 400, description = "Malformed key", body = ErrorBody),
+        (status = 401, description = "No valid token or API key", body = ErrorBody),
+        (status = 404, description = "invalid_upload_id", body = ErrorBody),
+        (status = 502, description = "The store failed", body = ErrorBody),
+    ),
+    security((), ("bearer" = []), ("api_key" = []), ("upload_token" = [])))]
 pub async fn list_parts(
     State(state): State<AppState>,
     ApiPath(tail): ApiPath<String>,
@@ -170,14 +205,63 @@ pub async fn list_parts(
     Ok(Json(PartsList { parts: state.stored_parts(&path.key, &path.upload_id).await? }))
 }
 
+/// `completed` answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Completed {
+    /// Always `completed`.
+    pub status: &'static str,
+    /// The verified object.
+    pub object_key: String,
+}
+
+/// `aborted` answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Aborted {
+    /// Always `aborted`.
+    pub status: &'static str,
+    /// The aborted upload.
+    pub upload_id: String,
+}
+
+/// `deleted` answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Deleted {
+    /// Always `deleted`.
+    pub status: &'static str,
+    /// The profile.
+    pub profile: String,
+    /// The asset's id.
+    pub key_base: String,
+    /// Objects deleted: the original and every variant.
+    pub objects_deleted: usize,
+}
+
 /// `POST /v1/uploads/{object_key}/complete/{upload_id}` (API key or token).
+#[utoipa::path(post, path = "/v1/uploads/{object_key}/complete/{upload_id}", tag = "uploads",
+    params(
+        ("object_key" = String, Path, description = "The object key, percent-encoded as one segment"),
+        ("upload_id" = String, Path, description = "The multipart upload id"),
+        TokenQuery,
+    ),
+    request_body = CompleteRequest,
+    responses(
+        (status = 200, description = "Completed and verified", body = Completed),
+        (status = 400, description = "No parts, bad JSON, or parts the store refuses", body = ErrorBody),
+        (status = 401, description = "No valid token or API key", body = ErrorBody),
+        (status = 404, description = "invalid_upload_id", body = ErrorBody),
+        (status = 409, description = "An object already exists at the key", body = ErrorBody),
+        (status = 413, description = "Request body too large", body = ErrorBody),
+        (status = 422, description = "upload_verification_failed: the object was deleted", body = ErrorBody),
+        (status = 502, description = "The store failed", body = ErrorBody),
+    ),
+    security((), ("bearer" = []), ("api_key" = []), ("upload_token" = [])))]
 pub async fn complete(
     State(state): State<AppState>,
     ApiPath(tail): ApiPath<String>,
     ApiQuery(q): ApiQuery<TokenQuery>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Completed>> {
     let path = UploadPath::parse(&tail)?;
     if path.action != "complete" {
         return Err(ApiError::MethodNotAllowed);
@@ -187,49 +271,73 @@ pub async fn complete(
     let req: CompleteRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
     state.complete_upload(&path.key, &path.upload_id, &req, &auth).await?;
-    Ok(Json(json!({"status": "completed", "object_key": path.key.as_str()})))
+    Ok(Json(Completed { status: "completed", object_key: path.key.to_string() }))
 }
 
 /// `DELETE /v1/uploads/{object_key}/abort/{upload_id}` (API key or token).
+#[utoipa::path(delete, path = "/v1/uploads/{object_key}/abort/{upload_id}", tag = "uploads",
+    params(
+        ("object_key" = String, Path, description = "The object key, percent-encoded as one segment"),
+        ("upload_id" = String, Path, description = "The multipart upload id"),
+        TokenQuery,
+    ),
+    responses(
+        (status = 200, description = "Aborted; the parts are gone", body = Aborted),
+        (status = 400, description = "Malformed key", body = ErrorBody),
+        (status = 401, description = "No valid token or API key", body = ErrorBody),
+        (status = 404, description = "invalid_upload_id", body = ErrorBody),
+        (status = 502, description = "The store failed", body = ErrorBody),
+    ),
+    security((), ("bearer" = []), ("api_key" = []), ("upload_token" = [])))]
 pub async fn abort(
     State(state): State<AppState>,
     ApiPath(tail): ApiPath<String>,
     ApiQuery(q): ApiQuery<TokenQuery>,
     headers: HeaderMap,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Aborted>> {
     let path = UploadPath::parse(&tail)?;
     if path.action != "abort" {
         return Err(ApiError::MethodNotAllowed);
     }
     authorize(&state, &headers, q.token.as_deref(), &path.key, &path.upload_id)?;
     state.abort_upload(&path.key, &path.upload_id).await?;
-    Ok(Json(json!({"status": "aborted", "upload_id": path.upload_id})))
+    Ok(Json(Aborted { status: "aborted", upload_id: path.upload_id }))
 }
 
 /// `?shard=` on asset URLs.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ShardQuery {
     /// A custom shard.
     pub shard: Option<String>,
 }
 
 /// `DELETE /v1/assets/{profile}/{key_base}` (API key): the original and every variant.
+#[utoipa::path(delete, path = "/v1/assets/{profile}/{key_base}", tag = "uploads",
+    params(
+        ("profile" = String, Path, description = "Profile name", example = "photo"),
+        ("key_base" = String, Path, description = "The asset's id", example = "sample3"),
+        ShardQuery,
+    ),
+    responses(
+        (status = 200, description = "Deleted", body = Deleted),
+        (status = 400, description = "Malformed id or shard", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "Unknown profile or nothing stored", body = ErrorBody),
+        (status = 502, description = "The store failed", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
 pub async fn delete_asset(
     State(state): State<AppState>,
     ApiPath((profile, key_base)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<ShardQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Deleted>> {
     let asset = AssetRef::resolve(&state.profiles, &profile, &key_base, q.shard.as_deref())?;
     let deleted = state.delete_asset(&asset).await?;
     if deleted == 0 {
         return Err(ApiError::NotFound(format!("nothing is stored for '{key_base}' in profile '{profile}'")));
     }
-    Ok(Json(json!({
-        "status": "deleted",
-        "profile": profile,
-        "key_base": asset.key_base.as_str(),
-        "objects_deleted": deleted,
-    })))
+    Ok(Json(Deleted { status: "deleted", profile, key_base: asset.key_base.to_string(), objects_deleted: deleted }))
 }
 
 #[cfg(test)]

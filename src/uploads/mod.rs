@@ -93,7 +93,7 @@ impl From<StorageError> for UploadError {
 type Result<T> = std::result::Result<T, UploadError>;
 
 /// `multipart` in a presign request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MultipartMode {
     /// Multipart above the profile's threshold.
@@ -107,28 +107,35 @@ pub enum MultipartMode {
 
 /// `POST /v1/uploads/presign` body (the seed's shape). Required fields are
 /// options so their absence gets a clear `bad_request`, not a parser message.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 pub struct PresignRequest {
     /// The client's id.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,200}$", example = "user42")]
     pub key_base: Option<String>,
     /// Extension (derived from `mime` when absent).
+    #[schema(pattern = "^[A-Za-z0-9]{1,16}$", example = "jpg")]
     pub ext: Option<String>,
     /// MIME type of the upload.
+    #[schema(example = "image/jpeg")]
     pub mime: Option<String>,
     /// Exact size in bytes.
+    #[schema(minimum = 1, example = 48213)]
     pub size_bytes: Option<i64>,
     /// `image` or `video`; must match the profile when given.
+    #[schema(example = "image")]
     pub kind: Option<String>,
     /// Profile name (default `default`).
+    #[schema(example = "photo")]
     pub profile: Option<String>,
     /// `auto` (default), `force` or `off`.
     pub multipart: Option<MultipartMode>,
     /// A custom shard (profiles with sharding only).
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub shard: Option<String>,
 }
 
 /// A URL to call with its method, headers and expiry.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct SignedAction {
     /// HTTP method.
     pub method: String,
@@ -141,7 +148,7 @@ pub struct SignedAction {
 }
 
 /// One part's URL.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct PartUrl {
     /// 1-based part number.
     pub part_number: u32,
@@ -156,7 +163,7 @@ pub struct PartUrl {
 }
 
 /// Where a batch of part URLs stands.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct BatchInfo {
     /// Parts in this batch.
     pub parts_in_batch: u32,
@@ -167,7 +174,7 @@ pub struct BatchInfo {
 }
 
 /// The multipart half of a presign answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MultipartUpload {
     /// The store's upload id.
     pub upload_id: String,
@@ -188,7 +195,7 @@ pub struct MultipartUpload {
 }
 
 /// `upload` in a presign answer: one of the two.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UploadPlan {
     /// One PUT.
@@ -198,7 +205,7 @@ pub enum UploadPlan {
 }
 
 /// The presign answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PresignResponse {
     /// Where the object will be stored.
     pub object_key: String,
@@ -207,7 +214,7 @@ pub struct PresignResponse {
 }
 
 /// `POST /v1/uploads/presign/parts` body.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 pub struct PartsRequest {
     /// Object key (checked against the token when given).
     pub object_key: Option<String>,
@@ -222,7 +229,7 @@ pub struct PartsRequest {
 }
 
 /// A batch of part URLs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PartsResponse {
     /// The part URLs.
     pub parts: Vec<PartUrl>,
@@ -231,7 +238,7 @@ pub struct PartsResponse {
 }
 
 /// A stored part, as the resume call lists it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct StoredPart {
     /// 1-based part number.
     pub part_number: u32,
@@ -242,7 +249,7 @@ pub struct StoredPart {
 }
 
 /// A part named in a completion request.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct CompleteRequestPart {
     /// 1-based part number.
     pub part_number: u32,
@@ -251,7 +258,7 @@ pub struct CompleteRequestPart {
 }
 
 /// `POST …/complete/{upload_id}` body.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 pub struct CompleteRequest {
     /// The parts, in order.
     #[serde(default)]
