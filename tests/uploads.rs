@@ -554,3 +554,28 @@ async fn public_base_url_is_used_for_service_urls() {
     assert!(complete.starts_with(&format!("https://media.example.com/v1/uploads/{key}/complete/")), "{complete}");
     assert!(complete.contains("?token="));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_does_not_cancel_a_valid_api_key() {
+    use mediaflow::uploads::{TokenSigner, UploadClaims};
+    let app = spawn_secured(Backend::Fs).await;
+    let a = presign_ok(&app, json!({"key_base": unique("t"), "mime": "video/mp4", "size_bytes": 100, "profile": "clip", "multipart": "force"})).await;
+    let key = a["object_key"].as_str().unwrap();
+    let upload_id = a["upload"]["multipart"]["upload_id"].as_str().unwrap();
+    let expired = TokenSigner::new(app.state.config.signing_secret.expose().as_bytes()).issue(&UploadClaims {
+        object_key: key.into(),
+        upload_id: upload_id.into(),
+        profile: "clip".into(),
+        mime: "video/mp4".into(),
+        size: 100,
+        part_size: 5 << 20,
+        expires: 1,
+    });
+    let url = app.url(&format!("/v1/uploads/{}/parts/{upload_id}", key.replace('/', "%2F")));
+    let r = app.client.get(&url).header("x-upload-token", &expired).send().await.unwrap();
+    assert_eq!(error_of(r).await, (401, "unauthorized".into()), "expired token alone");
+    let r = app.client.get(&url).header("x-upload-token", &expired).bearer_auth("wrong").send().await.unwrap();
+    assert_eq!(error_of(r).await, (401, "unauthorized".into()), "expired token and a wrong key");
+    let r = app.client.get(&url).header("x-upload-token", &expired).bearer_auth(API_KEY).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the API key still works");
+}

@@ -7,7 +7,7 @@ use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use serde::{Deserialize, Serialize};
 
-use super::auth::check_key;
+use super::auth::{KeyCheck, check_key};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::assets::AssetRef;
@@ -94,13 +94,17 @@ fn authorize(
     match token {
         Some(token) => {
             let signer = TokenSigner::new(state.config.signing_secret.expose().as_bytes());
-            let claims = signer
-                .verify(token, std::time::SystemTime::now())
-                .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
-            if claims.object_key != key.as_str() || claims.upload_id != upload_id {
-                return Err(ApiError::Unauthorized("the upload token belongs to another upload".into()));
+            match signer.verify(token, std::time::SystemTime::now()) {
+                Ok(claims) if claims.object_key == key.as_str() && claims.upload_id == upload_id => {
+                    Ok(UploadAuth::Token(claims))
+                }
+                Ok(_) => Err(ApiError::Unauthorized("the upload token belongs to another upload".into())),
+                // An expired (or otherwise unusable) token does not cancel a
+                // valid API key sent with it: a client resuming a long upload
+                // can still list, complete or abort it.
+                Err(_) if check_key(state, headers) == KeyCheck::Valid => Ok(UploadAuth::ApiKey),
+                Err(e) => Err(ApiError::Unauthorized(e.to_string())),
             }
-            Ok(UploadAuth::Token(claims))
         }
         None => {
             let check = check_key(state, headers);
