@@ -20,3 +20,11 @@ pub struct ApiQuery<T>(pub T);
 #[derive(Debug, FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
+
+/// `?shard=` on asset URLs: the custom shard an original was stored under.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ShardQuery {
+    /// A custom shard (`[a-z0-9_-]{1,64}`; ignored by profiles without sharding).
+    pub shard: Option<String>,
+}

@@ -4,29 +4,20 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
-use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{ApiPath, ApiQuery};
+use super::extract::{ApiPath, ApiQuery, ShardQuery};
 use super::media::{Condition, MediaHeaders, choose_content_type, evaluate, is_specific_media_type, parse_range};
 use crate::assets::AssetRef;
 use crate::state::AppState;
 use crate::storage::{ByteRange, ObjectKey, ObjectMeta};
-
-/// Query parameters of media URLs.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct OriginalQuery {
-    /// A custom shard the original was stored under.
-    pub shard: Option<String>,
-}
 
 /// Serves an original, with ranges and conditional requests.
 #[utoipa::path(get, path = "/originals/{profile}/{image_id}", tag = "media",
     params(
         ("profile" = String, Path, description = "Profile name", example = "photo"),
         ("image_id" = String, Path, description = "key_base, optionally with an extension (`photo.jpg`)", example = "sample"),
-        OriginalQuery,
+        ShardQuery,
     ),
     responses(
         (status = 200, description = "The original, streamed", content(
@@ -43,7 +34,7 @@ pub async fn get_original(
     State(state): State<AppState>,
     method: Method,
     ApiPath((profile, image_id)): ApiPath<(String, String)>,
-    ApiQuery(query): ApiQuery<OriginalQuery>,
+    ApiQuery(query): ApiQuery<ShardQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let asset = AssetRef::resolve(&state.profiles, &profile, &image_id, query.shard.as_deref())?;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::{KeyCheck, check_key};
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery, ShardQuery};
 use crate::assets::AssetRef;
 use crate::state::AppState;
 use crate::storage::ObjectKey;
@@ -306,14 +306,6 @@ pub async fn abort(
     authorize(&state, &headers, q.token.as_deref(), &path.key, &path.upload_id)?;
     state.abort_upload(&path.key, &path.upload_id).await?;
     Ok(Json(Aborted { status: "aborted", upload_id: path.upload_id }))
-}
-
-/// `?shard=` on asset URLs.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ShardQuery {
-    /// A custom shard.
-    pub shard: Option<String>,
 }
 
 /// `DELETE /v1/assets/{profile}/{key_base}` (API key): the original and every variant.
