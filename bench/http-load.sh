@@ -19,6 +19,8 @@
 #   SERVERS="mediaflow ipx thumbor nginx"        a subset to run
 #   MEDIAFLOW_ENV="CACHE_MEMORY_MB=256,..."      extra settings for MediaFlow
 #   MEDIAFLOW_BIN                                binary to test (default: target/release/mediaflow, built)
+#   MEDIAFLOW_B_BIN / MEDIAFLOW_B_ENV            adds a second MediaFlow ("mediaflow-b": another build or
+#                                                other settings) to the cold and warm rounds, for A/B tests
 #
 # Installs what it needs: wrk and nginx (apt-get, when root), IPX into
 # bench/out/peers/ipx (npm), thumbor into bench/out/peers/thumbor-venv (pip).
@@ -90,7 +92,7 @@ stop_recorded() {
 }
 trap stop_recorded EXIT
 
-mapfile -t PORTS < <(python3 "$ROOT/scripts/free-ports.py" 4)
+mapfile -t PORTS < <(python3 "$ROOT/scripts/free-ports.py" 5)
 python3 "$ROOT/bench/lib/http_load.py" \
   --work "$OUT/http" --mediaflow "$MEDIAFLOW_BIN" --profiles "$ROOT/bench/profiles.yaml" \
   --ipx "$PEERS/ipx" --thumbor "$PEERS/thumbor-venv/bin/thumbor" \
@@ -98,4 +100,4 @@ python3 "$ROOT/bench/lib/http_load.py" \
   --servers "$SERVERS" --rounds "${ROUNDS:-3}" \
   --cold-seconds "${COLD_SECONDS:-15}" --warm-seconds "${WARM_SECONDS:-10}" --rss-seconds "${RSS_SECONDS:-20}" \
   --cold-conns "${COLD_CONNS:-8}" --warm-conns "${WARM_CONNS:-32}" --rss-conns "${RSS_CONNS:-32}" \
-  --mf-env "${MEDIAFLOW_ENV:-}" --lua "$ROOT/bench/lib/paths.lua" --machine "$MACHINE" --pidfile "$PIDFILE"
+  --mf-env "${MEDIAFLOW_ENV:-}" --mf-b "${MEDIAFLOW_B_BIN:-}" --mf-b-env "${MEDIAFLOW_B_ENV:-}" --lua "$ROOT/bench/lib/paths.lua" --machine "$MACHINE" --pidfile "$PIDFILE"

@@ -167,7 +167,7 @@ def url_thumbor(img_id, width, quality):
     return f"/unsafe/{width}x0/filters:format(webp):quality({quality})/{img_id}.jpg"
 
 
-SCHEMES = {"mediaflow": url_mediaflow, "ipx": url_ipx, "thumbor": url_thumbor}
+SCHEMES = {"mediaflow": url_mediaflow, "mediaflow-b": url_mediaflow, "ipx": url_ipx, "thumbor": url_thumbor}
 
 
 def cold_sequence(ids, count):
@@ -207,6 +207,8 @@ def main():
     ap.add_argument("--rss-conns", type=int, default=32)
     ap.add_argument("--rss-seconds", type=int, default=20)
     ap.add_argument("--mf-env", default="", help="extra KEY=VALUE,... for MediaFlow")
+    ap.add_argument("--mf-b", default="", help="a second MediaFlow binary to compare (server 'mediaflow-b')")
+    ap.add_argument("--mf-b-env", default="", help="extra KEY=VALUE,... for mediaflow-b")
     ap.add_argument("--lua", required=True)
     ap.add_argument("--machine", default="")
     ap.add_argument("--pidfile", default="")
@@ -224,7 +226,9 @@ def main():
 
 def run(a):
     servers = a.servers.split()
-    ports = dict(zip(["mediaflow", "ipx", "thumbor", "nginx"], a.ports.split(",")))
+    ports = dict(zip(["mediaflow", "ipx", "thumbor", "nginx", "mediaflow-b"], a.ports.split(",")))
+    if a.mf_b or a.mf_b_env:
+        servers.append("mediaflow-b")
     work = a.work
     if os.path.exists(work):
         shutil.rmtree(work)
@@ -232,6 +236,7 @@ def run(a):
     src = os.path.join(work, "sources")  # <id>.jpg for IPX and thumbor
     mf_data = os.path.join(work, "mediaflow-data")
     originals = os.path.join(mf_data, "originals", "bench")
+    mf_b_data = os.path.join(work, "mediaflow-b-data")
     www = os.path.join(work, "nginx", "www")
     for d in (logs, src, originals, www, os.path.join(work, "nginx", "tmp")):
         os.makedirs(d)
@@ -242,6 +247,9 @@ def run(a):
             img_id = f"{prefix}{i + 1}"
             for dst in (os.path.join(src, f"{img_id}.jpg"), os.path.join(originals, img_id)):
                 shutil.copyfile(p, dst)
+            if "mediaflow-b" in servers:
+                os.makedirs(os.path.join(mf_b_data, "originals", "bench"), exist_ok=True)
+                shutil.copyfile(p, os.path.join(mf_b_data, "originals", "bench", img_id))
             ids.append(img_id)
         return ids
 
@@ -253,14 +261,17 @@ def run(a):
 
     # --- start the servers ---------------------------------------------------------------------
     procs, base = {}, {}
-    if "mediaflow" in servers:
-        env = dict(os.environ, DATA_DIR=mf_data, PORT=ports["mediaflow"], BIND_ADDR="127.0.0.1",
+    for name, binary, data, extra in (("mediaflow", a.mediaflow, mf_data, a.mf_env),
+                                      ("mediaflow-b", a.mf_b or a.mediaflow, mf_b_data, a.mf_b_env)):
+        if name not in servers:
+            continue
+        env = dict(os.environ, DATA_DIR=data, PORT=ports[name], BIND_ADDR="127.0.0.1",
                    STORAGE_CONFIG_PATH=a.profiles, LOG_FORMAT="json", RUST_LOG="warn")
-        for kv in filter(None, a.mf_env.split(",")):
+        for kv in filter(None, extra.split(",")):
             k, v = kv.split("=", 1)
             env[k] = v
-        procs["mediaflow"] = start("mediaflow", [a.mediaflow], logs, env=env)
-        base["mediaflow"] = f"http://127.0.0.1:{ports['mediaflow']}"
+        procs[name] = start(name, [binary], logs, env=env)
+        base[name] = f"http://127.0.0.1:{ports[name]}"
     if "ipx" in servers:
         env = dict(os.environ, NODE_ENV="production")
         procs["ipx"] = start("ipx", [os.path.join(a.ipx, "node_modules", ".bin", "ipx"), "serve", "--dir", src,
@@ -302,12 +313,12 @@ http {{
         procs["nginx"] = start("nginx", ["nginx", "-p", ng, "-c", conf, "-g", "daemon off; user root;"], logs)
         base["nginx"] = f"http://127.0.0.1:{ports['nginx']}"
 
-    ready = {"mediaflow": "/health", "ipx": "/", "thumbor": "/healthcheck", "nginx": "/"}
+    ready = {"mediaflow": "/health", "mediaflow-b": "/health", "ipx": "/", "thumbor": "/healthcheck", "nginx": "/"}
     for name, p in procs.items():
         wait_ready(base[name] + ready[name], p, name)
 
     # --- sanity: every server answers a WebP of the right width ----------------------------------
-    cold_servers = [s for s in ("mediaflow", "ipx", "thumbor") if s in servers]
+    cold_servers = [s for s in ("mediaflow", "ipx", "thumbor", "mediaflow-b") if s in servers]
     for name in cold_servers:
         status, ctype, body = fetch(base[name] + SCHEMES[name](cold_ids[0], 300, 80))
         if status != 200 or not body.startswith(b"RIFF") or body[8:12] != b"WEBP":
@@ -350,7 +361,11 @@ http {{
                 warm_paths_mf.append(path)
                 warm_paths_ng.append("/" + name)
         write_paths(os.path.join(paths_dir, "warm-mediaflow"), warm_paths_mf)
+        write_paths(os.path.join(paths_dir, "warm-mediaflow-b"), warm_paths_mf)
         write_paths(os.path.join(paths_dir, "warm-nginx"), warm_paths_ng)
+        if "mediaflow-b" in servers:
+            for path in warm_paths_mf:
+                fetch(base["mediaflow-b"] + path)
         # Check that both serve identical bytes.
         for p_mf, p_ng in zip(warm_paths_mf, warm_paths_ng):
             if "nginx" in servers and fetch(base["mediaflow"] + p_mf)[2] != fetch(base["nginx"] + p_ng)[2]:
@@ -368,7 +383,7 @@ http {{
             print(f"cold  {name:<10} round {rnd + 1}  {r['rps']:7.1f} req/s  p50 {r['p50_us'] / 1000:7.0f} ms  "
                   f"p99 {r['p99_us'] / 1000:7.0f} ms  errors {r['errors']}  peak RSS {s.peak / 1024:5.0f} MB",
                   flush=True)
-        warm_order = [n for n in ("mediaflow", "nginx") if n in servers and warm_paths_mf]
+        warm_order = [n for n in ("mediaflow", "nginx", "mediaflow-b") if n in servers and warm_paths_mf]
         if rnd % 2:
             warm_order.reverse()
         for name in warm_order:
@@ -415,6 +430,10 @@ def summarise(results, work):
     if "mediaflow" in warm and "nginx" in warm:
         per_round = [m["rps"] / n["rps"] for m, n in zip(warm["mediaflow"], warm["nginx"])]
         ratios["warm req/s mediaflow/nginx"] = statistics.median(per_round)
+    for test in ("cold", "warm"):
+        if "mediaflow" in results[test] and "mediaflow-b" in results[test]:
+            per_round = [b["rps"] / m["rps"] for m, b in zip(results[test]["mediaflow"], results[test]["mediaflow-b"])]
+            ratios[f"{test} req/s mediaflow-b/mediaflow"] = statistics.median(per_round)
     if "mediaflow" in results["rss"]:
         ratios["peak RSS MB mediaflow, 32 cold 24 MP"] = results["rss"]["mediaflow"]["peak_rss_kb"] / 1024
     for k, v in ratios.items():
