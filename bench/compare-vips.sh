@@ -36,4 +36,5 @@ exec python3 "$ROOT/bench/lib/compare_vips.py" \
   --mediaflow "$MEDIAFLOW_BIN" --quality-tool "$QUALITY_BIN" \
   --runs "${RUNS:-9}" --widths "${WIDTHS:-256 512 1024}" --formats "${FORMATS:-webp}" \
   --quality "${QUALITY:-90}" --only "${ONLY:-}" \
+  --tiny "$ROOT/tests/fixtures/hopper_orientation_6.jpg" \
   --out "$OUT/compare-vips" --tsv "$OUT/compare-vips.tsv" "${IMAGES[@]}"

@@ -100,4 +100,4 @@ python3 "$ROOT/bench/lib/http_load.py" \
   --servers "$SERVERS" --rounds "${ROUNDS:-3}" \
   --cold-seconds "${COLD_SECONDS:-15}" --warm-seconds "${WARM_SECONDS:-10}" --rss-seconds "${RSS_SECONDS:-20}" \
   --cold-conns "${COLD_CONNS:-8}" --warm-conns "${WARM_CONNS:-32}" --rss-conns "${RSS_CONNS:-32}" \
-  --mf-env "${MEDIAFLOW_ENV:-}" --mf-b "${MEDIAFLOW_B_BIN:-}" --mf-b-env "${MEDIAFLOW_B_ENV:-}" --lua "$ROOT/bench/lib/paths.lua" --machine "$MACHINE" --pidfile "$PIDFILE"
+  --mf-env "${MEDIAFLOW_ENV:-}" --mf-b "${MEDIAFLOW_B_BIN:-}" --mf-b-env "${MEDIAFLOW_B_ENV:-}" --lua "$ROOT/bench/lib/paths.lua" --quality-tool "$QUALITY_BIN" --machine "$MACHINE" --pidfile "$PIDFILE"

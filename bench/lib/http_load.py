@@ -210,6 +210,7 @@ def main():
     ap.add_argument("--mf-b", default="", help="a second MediaFlow binary to compare (server 'mediaflow-b')")
     ap.add_argument("--mf-b-env", default="", help="extra KEY=VALUE,... for mediaflow-b")
     ap.add_argument("--lua", required=True)
+    ap.add_argument("--quality-tool", default="", help="examples/quality binary: PSNR/SSIM of each server's output")
     ap.add_argument("--machine", default="")
     ap.add_argument("--pidfile", default="")
     a = ap.parse_args()
@@ -325,6 +326,26 @@ http {{
             raise RuntimeError(f"{name}: unexpected answer {status} {ctype} {body[:16]!r}")
     print(f"# servers up: {', '.join(f'{n} (pid {p.pid})' for n, p in procs.items())}", flush=True)
 
+    # --- quality: each server's 512 px q90 WebP of every source, against a common reference -------
+    results_quality = {}
+    if a.quality_tool:
+        qdir = os.path.join(work, "quality")
+        os.makedirs(qdir)
+        for img_id, source in zip(cold_ids, a.jpegs.split(":")):
+            outs = []
+            for name in cold_servers:
+                out = os.path.join(qdir, f"{img_id}_{name}.webp")
+                with open(out, "wb") as f:
+                    f.write(fetch(base[name] + SCHEMES[name](img_id, 512, 90))[2])
+                outs.append(out)
+            q = subprocess.run([a.quality_tool, source] + outs, capture_output=True, text=True)
+            for name, line in zip(cold_servers, q.stdout.strip().splitlines()):
+                _, w, h, size, psnr, ssim = line.split("\t")
+                results_quality.setdefault(name, []).append(
+                    {"source": img_id, "size": f"{w}x{h}", "bytes": int(size), "psnr": float(psnr), "ssim": float(ssim)})
+                print(f"quality {img_id} {name:<11} {w}x{h} {int(size):7d} B  PSNR {float(psnr):6.2f} dB  "
+                      f"SSIM {float(ssim):.4f}", flush=True)
+
     paths_dir = os.path.join(work, "paths")
     os.makedirs(paths_dir)
     per_round = 20000  # far more than any server renders in one cold phase
@@ -334,8 +355,8 @@ http {{
         write_paths(os.path.join(paths_dir, f"cold-{name}"), [SCHEMES[name](*v) for v in seq])
         write_paths(os.path.join(paths_dir, f"big-{name}"), [SCHEMES[name](*v) for v in big_seq])
 
-    results = {"machine": a.machine, "rounds": a.rounds, "cold": {}, "warm": {}, "rss": {}, "cold_rss_kb": {},
-               "settings": vars(a)}
+    results = {"machine": a.machine, "rounds": a.rounds, "cold": {}, "warm": {}, "rss": {},
+               "quality": results_quality, "settings": vars(a)}
 
     # --- 1. peak RSS: 32 concurrent cold requests of 24 MP sources, fresh servers -------------------
     for name in cold_servers:
@@ -417,6 +438,14 @@ def summarise(results, work):
         row = ("rss32", name, r["rps"], r["p50_us"] / 1000, r["p99_us"] / 1000, r["errors"], r["peak_rss_kb"] / 1024)
         lines.append("| %s | %s | %.1f | %.1f | %.1f | %d | %.0f |" % row)
         tsv.append("%s\t%s\t%.2f\t%.2f\t%.2f\t%d\t%.1f" % row)
+    if results["quality"]:
+        lines.append("")
+        lines.append("| server | median PSNR dB (512 px q90 WebP vs common reference) | median SSIM | median bytes |")
+        lines.append("| --- | ---: | ---: | ---: |")
+        for name, qs in results["quality"].items():
+            lines.append("| %s | %.2f | %.4f | %d |" % (name, statistics.median(q["psnr"] for q in qs),
+                                                     statistics.median(q["ssim"] for q in qs),
+                                                     statistics.median(q["bytes"] for q in qs)))
     lines.append("")
     cold, warm = results["cold"], results["warm"]
     ratios = {}
