@@ -6,9 +6,6 @@ use mediaflow::client::{ProgressMode, UploadOptions};
 use mediaflow::config::{Config, LogFormat, Profiles, Settings};
 use mediaflow::image::{Limits, OutputFormat, ThumbSpec};
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "mediaflow", version, about = "Presigned uploads, originals and on-demand thumbnails")]
 struct Cli {

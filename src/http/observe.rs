@@ -24,6 +24,50 @@ fn request_id(req: &Request) -> String {
         .unwrap_or_else(|| hex::encode(rand::random::<[u8; 12]>()))
 }
 
+/// A static label for a method (no allocation on the hot path).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
+}
+
+/// A static label for a status code.
+fn status_label(status: u16) -> metrics::SharedString {
+    const COMMON: &[(u16, &str)] = &[
+        (200, "200"),
+        (201, "201"),
+        (204, "204"),
+        (206, "206"),
+        (304, "304"),
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (405, "405"),
+        (409, "409"),
+        (412, "412"),
+        (413, "413"),
+        (415, "415"),
+        (416, "416"),
+        (422, "422"),
+        (500, "500"),
+        (502, "502"),
+        (503, "503"),
+    ];
+    match COMMON.iter().find(|(code, _)| *code == status) {
+        Some((_, label)) => metrics::SharedString::const_str(label),
+        None => metrics::SharedString::from(status.to_string()),
+    }
+}
+
 /// The middleware.
 pub async fn observe(req: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -38,14 +82,16 @@ pub async fn observe(req: Request, next: Next) -> Response {
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, v);
     }
+    let method = method_label(&method);
+    let status_label = status_label(status);
     metrics::counter!(
         "mediaflow_http_requests_total",
-        "method" => method.to_string(),
+        "method" => method,
         "route" => route.clone(),
-        "status" => status.to_string()
+        "status" => status_label
     )
     .increment(1);
-    metrics::histogram!("mediaflow_http_request_duration_seconds", "method" => method.to_string(), "route" => route.clone())
+    metrics::histogram!("mediaflow_http_request_duration_seconds", "method" => method, "route" => route)
         .record(elapsed.as_secs_f64());
     let _enter = span.enter();
     let duration_ms = elapsed.as_secs_f64() * 1000.0;

@@ -389,7 +389,9 @@ impl VariantKey {
             Some((w, q)) => (w, Some(q)),
             None => (stem, None),
         };
-        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        // Canonical decimals only (no sign, no leading zero), so that a name
+        // parses back only when rendering the result gives the same name.
+        let digits = |s: &str| !s.is_empty() && !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit());
         if !digits(width) || !quality.is_none_or(digits) {
             return None;
         }
@@ -528,5 +530,10 @@ mod tests {
         assert_eq!(VariantKey::parse_name("a_b_256.webp", &k), None);
         assert_eq!(VariantKey::parse_name("a_128_q.webp", &k), None);
         assert_eq!(VariantKey::parse_name("a_256", &k), None);
+        // Found by fuzzing (fuzz/artifacts/keys): `_03` is not a name this
+        // service writes, and must not parse as width 3.
+        assert_eq!(VariantKey::parse_name("a_03.webp", &k), None);
+        assert_eq!(VariantKey::parse_name("a_0.webp", &k), None);
+        assert_eq!(VariantKey::parse_name("a_3_q05.webp", &k), None);
     }
 }
