@@ -291,31 +291,38 @@ pub async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
 }
 
-/// Turns axum's bare 405 (wrong method on a known route) into the JSON shape;
-/// also catches any other empty-bodied error axum produces.
-pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let response = next.run(req).await;
+/// Gives the JSON error shape to the plain-text errors that layers below the
+/// handlers produce (a body over the limit, a timeout, a caught panic, a bare
+/// 405), keeping their other headers (CORS, Allow).
+pub fn json_error_shape(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
     let is_json =
         response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    match response.status() {
-        StatusCode::METHOD_NOT_ALLOWED if !is_json => {
-            let allow = response.headers().get(header::ALLOW).cloned();
-            let mut r = ApiError::MethodNotAllowed.into_response();
-            if let Some(allow) = allow {
-                r.headers_mut().insert(header::ALLOW, allow);
-            }
-            r
-        }
-        StatusCode::PAYLOAD_TOO_LARGE if !is_json => {
-            ApiError::SizeTooLarge { message: "request body too large".into(), body: true }.into_response()
-        }
-        StatusCode::REQUEST_TIMEOUT if !is_json => ApiError::bad_request("request timed out").into_response(),
-        StatusCode::SERVICE_UNAVAILABLE if !is_json => {
-            ApiError::Overloaded { message: "the request took too long".into(), retry_after: 1 }.into_response()
-        }
-        StatusCode::INTERNAL_SERVER_ERROR if !is_json => ApiError::Internal("handler panicked".into()).into_response(),
-        _ => response,
+    if is_json {
+        return response;
     }
+    let replacement = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::SizeTooLarge { message: "request body too large".into(), body: true }
+        }
+        StatusCode::REQUEST_TIMEOUT => ApiError::bad_request("request timed out"),
+        StatusCode::SERVICE_UNAVAILABLE => {
+            ApiError::Overloaded { message: "the request took too long".into(), retry_after: 1 }
+        }
+        StatusCode::INTERNAL_SERVER_ERROR => ApiError::Internal("handler panicked".into()),
+        _ => return response,
+    };
+    let mut fixed = replacement.into_response();
+    for (name, value) in response.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH && !fixed.headers().contains_key(name) {
+            fixed.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    fixed
 }
 
 #[cfg(test)]

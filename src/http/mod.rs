@@ -59,7 +59,6 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(CatchPanicLayer::new())
-        .layer(middleware::from_fn(error::json_errors))
         .layer(cors(&state.config.http.cors_origins))
         .layer(middleware::from_fn(observe::observe))
         .with_state(state)

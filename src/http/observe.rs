@@ -1,6 +1,7 @@
-//! One summary per request: a request id (taken from `x-request-id` or made),
-//! a tracing span named by the matched route, one structured event with
-//! method, route, status and duration, and the request metrics.
+//! The one middleware around every request: a request id (taken from
+//! `x-request-id` or made), a tracing span named by the matched route, one
+//! structured event with method, route, status and duration, the request
+//! metrics, and the JSON shape for errors the layers below produce.
 
 use std::time::Instant;
 
@@ -76,7 +77,7 @@ pub async fn observe(req: Request, next: Next) -> Response {
     // The route template, not the path: bounded label values, no ids in metrics.
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
-    let mut response = next.run(req).instrument(span.clone()).await;
+    let mut response = super::error::json_error_shape(next.run(req).instrument(span.clone()).await);
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     if let Ok(v) = HeaderValue::from_str(&id) {
