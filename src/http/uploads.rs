@@ -79,6 +79,16 @@ impl UploadPath {
         }
         Ok(Self { key: ObjectKey::parse(key)?, action: action.to_owned(), upload_id: upload_id.to_owned() })
     }
+
+    /// Parses the tail for a handler of one action: another action under
+    /// this method is a 405, as on any other route.
+    fn for_action(tail: &str, action: &str) -> Result<Self, ApiError> {
+        let path = Self::parse(tail)?;
+        if path.action != action {
+            return Err(ApiError::MethodNotAllowed);
+        }
+        Ok(path)
+    }
 }
 
 /// Authorises a call on an existing upload: its token (query, header or body)
@@ -201,10 +211,7 @@ pub async fn list_parts(
     ApiQuery(q): ApiQuery<TokenQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Json<PartsList>> {
-    let path = UploadPath::parse(&tail)?;
-    if path.action != "parts" {
-        return Err(ApiError::MethodNotAllowed);
-    }
+    let path = UploadPath::for_action(&tail, "parts")?;
     authorize(&state, &headers, q.token.as_deref(), &path.key, &path.upload_id)?;
     Ok(Json(PartsList { parts: state.stored_parts(&path.key, &path.upload_id).await? }))
 }
@@ -266,10 +273,7 @@ pub async fn complete(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Completed>> {
-    let path = UploadPath::parse(&tail)?;
-    if path.action != "complete" {
-        return Err(ApiError::MethodNotAllowed);
-    }
+    let path = UploadPath::for_action(&tail, "complete")?;
     // Authorisation comes before the body is even parsed.
     let auth = authorize(&state, &headers, q.token.as_deref(), &path.key, &path.upload_id)?;
     let req: CompleteRequest =
@@ -299,10 +303,7 @@ pub async fn abort(
     ApiQuery(q): ApiQuery<TokenQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Json<Aborted>> {
-    let path = UploadPath::parse(&tail)?;
-    if path.action != "abort" {
-        return Err(ApiError::MethodNotAllowed);
-    }
+    let path = UploadPath::for_action(&tail, "abort")?;
     authorize(&state, &headers, q.token.as_deref(), &path.key, &path.upload_id)?;
     state.abort_upload(&path.key, &path.upload_id).await?;
     Ok(Json(Aborted { status: "aborted", upload_id: path.upload_id }))

@@ -480,14 +480,9 @@ fn quality_affects_size() {
 
 // ---------------------------------------------------------------- colour
 
-#[test]
-fn display_p3_profile_converted_to_srgb() {
-    let p3 = moxcms::ColorProfile::new_display_p3();
-    let colour = [40u8, 180, 90];
-    let img = RgbImage::from_pixel(64, 64, Rgb(colour));
-    let jpeg = jpeg_from_rgb(&img, 100, &JpegMeta { icc: Some(p3.encode().unwrap()), ..Default::default() });
-    // Reference: the same conversion done directly.
-    let t = p3
+/// What a colour in `profile` should become in sRGB, by the colour engine directly.
+fn to_srgb(profile: &moxcms::ColorProfile, colour: [u8; 3]) -> [u8; 3] {
+    let t = profile
         .create_transform_8bit(
             moxcms::Layout::Rgb,
             &moxcms::ColorProfile::new_srgb(),
@@ -495,8 +490,19 @@ fn display_p3_profile_converted_to_srgb() {
             Default::default(),
         )
         .unwrap();
-    let mut want = [0u8; 3];
-    t.transform(&colour, &mut want).unwrap();
+    let mut out = [0u8; 3];
+    t.transform(&colour, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn display_p3_profile_converted_to_srgb() {
+    let p3 = moxcms::ColorProfile::new_display_p3();
+    let colour = [40u8, 180, 90];
+    let img = RgbImage::from_pixel(64, 64, Rgb(colour));
+    let jpeg = jpeg_from_rgb(&img, 100, &JpegMeta { icc: Some(p3.encode().unwrap()), ..Default::default() });
+    // Reference: the same conversion done directly.
+    let want = to_srgb(&p3, colour);
     assert!(!close(want, colour, 10), "test colour must move: {want:?}");
 
     let out = decode_output(&thumb(&jpeg, 32, OutputFormat::Png));
@@ -523,16 +529,7 @@ fn adobe_rgb_png_with_alpha_converted() {
     let mut enc = image::codecs::png::PngEncoder::new(&mut png);
     enc.set_icc_profile(adobe.encode().unwrap()).unwrap();
     enc.write_image(img.as_raw(), 40, 40, image::ExtendedColorType::Rgba8).unwrap();
-    let t = adobe
-        .create_transform_8bit(
-            moxcms::Layout::Rgb,
-            &moxcms::ColorProfile::new_srgb(),
-            moxcms::Layout::Rgb,
-            Default::default(),
-        )
-        .unwrap();
-    let mut want = [0u8; 3];
-    t.transform(&colour, &mut want).unwrap();
+    let want = to_srgb(&adobe, colour);
     let out = decode_output(&thumb(&png, 20, OutputFormat::Png)).into_rgba8();
     let p = out.get_pixel(10, 10).0;
     assert!(close([p[0], p[1], p[2]], want, 2), "{p:?} vs {want:?}");
