@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::config::{Profile, Profiles};
+use crate::config::{MediaKind, Profile, Profiles};
 use crate::http::error::ApiError;
 use crate::state::AppState;
 use crate::storage::keys::{Extension, KeyBase, KeyError, Shard, VariantKey, split_image_id};
@@ -66,13 +66,18 @@ impl AssetRef {
 
     /// Resolves an id within a known profile.
     pub fn for_profile(profile: Arc<Profile>, image_id: &str, shard: Option<&str>) -> Result<Self, AssetError> {
-        let (key_base, ext) = split_image_id(image_id)?;
+        // A template without {ext} ignores whatever extension the id carries
+        // (SPEC §2), so only a template with it has the extension validated.
+        let (key_base, ext) = if profile.storage_path.uses_ext() {
+            split_image_id(image_id)?
+        } else {
+            (KeyBase::parse(image_id.split_once('.').map_or(image_id, |(base, _)| base))?, None)
+        };
         // Without sharding any client shard is ignored, as in the seed.
         let shard = match shard {
             Some(s) if profile.enable_sharding => Some(Shard::parse(s)?),
             _ => None,
         };
-        let ext = if profile.storage_path.uses_ext() { ext } else { None };
         Ok(Self { profile, key_base, ext, shard })
     }
 
@@ -138,6 +143,12 @@ impl AppState {
                     profile.allowed_mimes.join(", ")
                 ))
             })?;
+        if profile.kind == MediaKind::Video {
+            return Err(ApiError::UnsupportedMedia(format!(
+                "profile '{}' holds videos; poster frames are not made by this version",
+                profile.name
+            )));
+        }
         let rendered = self.thumbs.render_all(asset, image.clone()).await?;
         let mut asset = asset.clone();
         if profile.storage_path.uses_ext() && asset.ext.is_none() {
@@ -178,6 +189,11 @@ mod tests {
         // banner does not shard: the client's shard is ignored, even a bad one.
         let a = AssetRef::resolve(&profiles, "banner", "b1", Some("BAD!")).unwrap();
         assert_eq!(a.original_key().unwrap().as_str(), "originals/banners/b1");
+        // Without {ext} in the template any extension is ignored, whatever it looks like.
+        for id in ["hello.png.jpg", "hello.we-bp", "hello.PNG"] {
+            let a = AssetRef::resolve(&profiles, "avatar", id, None).unwrap();
+            assert_eq!(a.original_key().unwrap().as_str(), "originals/avatars/aa/hello", "{id}");
+        }
     }
 
     #[test]
@@ -199,5 +215,6 @@ mod tests {
         assert_eq!(a.original_key().unwrap().as_str(), "o/k.png");
         let a = AssetRef::resolve(&profiles, "p", "k", None).unwrap();
         assert!(matches!(a.original_key(), Err(AssetError::ExtensionRequired(_))));
+        assert!(matches!(AssetRef::resolve(&profiles, "p", "k.we-bp", None), Err(AssetError::Key(_))));
     }
 }

@@ -136,7 +136,7 @@ fn print_profiles(profiles: &Profiles) {
             p.storage_path.as_str(),
             p.thumb_folder,
             p.sizes,
-            p.default_size,
+            p.default_size.map_or_else(|| "-".to_owned(), |d| d.to_string()),
             p.quality,
             p.convert_to.ext,
         );
@@ -205,7 +205,7 @@ async fn async_main() -> anyhow::Result<()> {
         }
         Command::Thumb { input, width, format, quality, output } => {
             let format = OutputFormat::from_name(&format)
-                .with_context(|| format!("format '{format}' is not one of webp, jpeg, png"))?;
+                .with_context(|| format!("format '{format}' is not one of webp, jpeg, png, avif"))?;
             let spec = ThumbSpec { width, format, quality };
             tokio::task::block_in_place(|| thumb(&input, spec, config.transforms.max_pixels, &output))
         }

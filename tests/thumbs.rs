@@ -77,6 +77,17 @@ async fn widths_formats_and_stored_variants(backend: Backend) {
     assert_eq!(decode(&bytes).dimensions(), (128, 96));
     assert!(stored(&app, &format!("thumbnails/avatars/{id}_128.png")).await);
 
+    // AVIF: no AV1 decoder in the tree, so the container is checked (brand,
+    // the `ispe` dimensions) rather than the pixels.
+    let r = get(&app, &format!("/thumb/avatar/{id}?width=128&format=avif")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/avif");
+    let bytes = r.bytes().await.unwrap();
+    assert_eq!(&bytes[4..12], b"ftypavif", "AVIF brand");
+    let info = mediaflow::image::probe(&bytes).unwrap();
+    assert_eq!((info.width, info.height), (128, 96));
+    assert!(stored(&app, &format!("thumbnails/avatars/{id}_128.avif")).await);
+
     // HEAD: the headers, no body.
     let r = app.client.head(app.url(&format!("/thumb/avatar/{id}?width=128"))).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -179,14 +190,32 @@ async fn request_errors(backend: Backend) {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!((status, body["code"].as_str().unwrap()), (400, "bad_request"));
     assert!(body["message"].as_str().unwrap().contains("128, 256"), "{body}");
-    for q in ["width=abc", "quality=0", "quality=101", "format=gif", "format=avif"] {
+    for q in ["width=abc", "quality=0", "quality=101", "format=gif", "format=heic"] {
         let r = get(&app, &format!("/thumb/avatar/{id}?{q}")).await;
         assert_eq!(error_of(r).await, (400, "bad_request".into()), "{q}");
     }
     assert_eq!(error_of(get(&app, &format!("/thumb/nope/{id}")).await).await, (404, "not_found".into()));
     assert_eq!(error_of(get(&app, "/thumb/avatar/missing-one").await).await, (404, "not_found".into()));
+    // Video profiles: a missing original is a 404 like any other; an existing
+    // video is a 415 (poster frames are not made).
     let r = get(&app, &format!("/thumb/clip/{id}")).await;
-    assert_eq!(error_of(r).await, (415, "unsupported_media".into()), "video profile");
+    assert_eq!(error_of(r).await, (404, "not_found".into()), "missing video");
+    let shard = Shard::of(&KeyBase::parse(&id).unwrap());
+    let mp4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom".to_vec();
+    put(&app, format!("originals/clips/{}/{id}", shard.as_str()), mp4, "video/mp4").await;
+    let r = get(&app, &format!("/thumb/clip/{id}")).await;
+    assert_eq!(error_of(r).await, (415, "unsupported_media".into()), "existing video");
+    // POST to a video profile: the type check comes first.
+    let r = app
+        .client
+        .post(app.url(&format!("/thumb/clip/{id}x")))
+        .bearer_auth(API_KEY)
+        .header("content-type", "image/png")
+        .body(images::png(10, 10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (400, "mime_not_allowed".into()), "an image to a video profile");
 }
 
 async fn bad_sources(backend: Backend) {

@@ -124,8 +124,9 @@ pub struct Profile {
     pub thumb_folder: String,
     /// Allowed thumbnail widths.
     pub sizes: Vec<u32>,
-    /// Width when none is asked for.
-    pub default_size: u32,
+    /// Width when none is asked for (`None`: the profile has no sizes, so a
+    /// thumbnail request must name its width).
+    pub default_size: Option<u32>,
     /// Encoder quality, 1..=100.
     pub quality: u8,
     /// Default thumbnail format.
@@ -363,22 +364,24 @@ fn validate(name: &str, raw: RawProfile) -> FieldResult<Profile> {
         raw.sizes.unwrap_or_default().iter().map(|s| size_value("sizes", s)).collect::<FieldResult<Vec<u32>>>()?;
     let allow_any_width = raw.allow_any_width.unwrap_or(false);
     let default_size = match &raw.default_size {
-        Some(d) => size_value("default_size", d)?,
-        None => *sizes.first().ok_or(("sizes", "must list at least one size (or set default_size)".to_owned()))?,
+        Some(d) => Some(size_value("default_size", d)?),
+        None => sizes.first().copied(),
     };
-    if !sizes.is_empty() && !sizes.contains(&default_size) {
-        return Err(("default_size", format!("{default_size} is not one of sizes {sizes:?}")));
+    if let Some(d) = default_size
+        && !sizes.is_empty()
+        && !sizes.contains(&d)
+    {
+        return Err(("default_size", format!("{d} is not one of sizes {sizes:?}")));
     }
-    if sizes.is_empty() && !allow_any_width {
-        return Err(("sizes", "must list at least one size unless allow_any_width is true".into()));
-    }
-    if let Some(w) = sizes.iter().chain([&default_size]).find(|w| **w > max_width) {
+    // A profile without sizes is valid (uploads only, or a video profile):
+    // its thumbnail requests are refused with a 400 unless allow_any_width.
+    if let Some(w) = sizes.iter().chain(default_size.as_ref()).find(|w| **w > max_width) {
         return Err(("sizes", format!("{w} is wider than max_width {max_width}")));
     }
     let quality = in_range("quality", raw.quality.unwrap_or(85), 1, 100)? as u8;
     let convert_ext = raw.convert_to.unwrap_or_else(|| "webp".into());
     let format = OutputFormat::from_name(&convert_ext)
-        .ok_or(("convert_to", format!("'{convert_ext}' is not one of webp, jpeg, jpg, png")))?;
+        .ok_or(("convert_to", format!("'{convert_ext}' is not one of webp, jpeg, jpg, png, avif")))?;
     let cache_duration = match raw.cache_duration {
         Some(d) => Some(in_range("cache_duration", d, 0, 10 * 365 * 24 * 3600)? as u64),
         None => None,
@@ -434,7 +437,7 @@ mod tests {
         assert_eq!(avatar.multipart_threshold, 15 * MIB);
         assert_eq!(avatar.part_size, 8 * MIB);
         assert_eq!(avatar.sizes, vec![128, 256]);
-        assert_eq!(avatar.default_size, 256);
+        assert_eq!(avatar.default_size, Some(256));
         assert_eq!(avatar.convert_to.format, OutputFormat::Webp);
         assert_eq!(avatar.token_ttl, Duration::from_secs(900));
         assert_eq!(p.get("video").unwrap().kind, MediaKind::Video);
@@ -445,7 +448,7 @@ mod tests {
         let yaml = "profiles:\n  a:\n    allowed_mimes: [image/png]\n    size_max_bytes: 10\n    storage_path: x/{key_base}\n    sizes: [64]\n";
         let p = Profiles::parse(yaml, "f.yaml").unwrap();
         let d = p.get("default").unwrap();
-        assert_eq!(d.default_size, 256);
+        assert_eq!(d.default_size, Some(256));
         assert_eq!(d.convert_to.format, OutputFormat::Webp);
         assert_eq!(p.get("a").unwrap().sizes, vec![64]);
     }
@@ -491,6 +494,20 @@ mod tests {
         assert_eq!(Profiles::parse(&bad_size, "f").unwrap_err().field.as_deref(), Some("sizes"));
         let too_many_parts = base.replace("size_max_bytes: 100", "size_max_bytes: 90000000000");
         assert_eq!(Profiles::parse(&too_many_parts, "f").unwrap_err().field.as_deref(), Some("part_size_mb"));
+    }
+
+    #[test]
+    fn a_profile_may_have_no_sizes() {
+        // SPEC's video example lists no sizes; an upload-only profile needs none.
+        let yaml = "profiles:\n  video:\n    kind: video\n    allowed_mimes: [video/mp4]\n    size_max_bytes: 1000\n    storage_path: v/{key_base}\n    thumb_folder: posters/videos\n    proxy_folder: proxies/videos\n    formats: [mp4, webm]\n";
+        let p = Profiles::parse(yaml, "f").unwrap();
+        let video = p.get("video").unwrap();
+        assert!(video.sizes.is_empty());
+        assert_eq!(video.default_size, None);
+        let err = crate::thumbs::resolve_variant(video, None, None, None, None).unwrap_err();
+        assert!(err.contains("width is required"), "{err}");
+        let err = crate::thumbs::resolve_variant(video, Some("64"), None, None, None).unwrap_err();
+        assert!(err.contains("no thumbnail sizes"), "{err}");
     }
 
     #[test]

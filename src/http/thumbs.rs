@@ -19,6 +19,7 @@ use super::media::{Condition, MediaHeaders, evaluate};
 use crate::assets::AssetRef;
 use crate::config::MediaKind;
 use crate::state::AppState;
+use crate::storage::StorageError;
 use crate::thumbs::{FormatChoice, resolve_variant};
 
 /// Query of thumbnail URLs.
@@ -27,7 +28,7 @@ use crate::thumbs::{FormatChoice, resolve_variant};
 pub struct ThumbQuery {
     /// Width in pixels (default: the profile's `default_size`).
     pub width: Option<String>,
-    /// `webp`, `jpeg`, `png` or `auto` (default: the profile's `convert_to`).
+    /// `webp`, `jpeg`, `png`, `avif` or `auto` (default: the profile's `convert_to`).
     pub format: Option<String>,
     /// 1..=100 (default: the profile's `quality`).
     pub quality: Option<String>,
@@ -35,14 +36,20 @@ pub struct ThumbQuery {
     pub shard: Option<String>,
 }
 
-fn refuse_video(asset: &AssetRef) -> ApiResult<()> {
-    if asset.profile.kind == MediaKind::Video {
-        return Err(ApiError::UnsupportedMedia(format!(
+/// Poster frames of videos are not made by this version: 415 for a video
+/// that exists, 404 (as for any asset) for one that does not.
+async fn refuse_video(state: &AppState, asset: &AssetRef) -> ApiResult<()> {
+    if asset.profile.kind != MediaKind::Video {
+        return Ok(());
+    }
+    match state.store.head(&asset.original_key()?).await {
+        Ok(_) => Err(ApiError::UnsupportedMedia(format!(
             "profile '{}' holds videos; poster frames are not made by this version",
             asset.profile.name
-        )));
+        ))),
+        Err(StorageError::NotFound) => Err(ApiError::NotFound(format!("no original '{}'", asset.key_base.as_str()))),
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }
 
 /// Serves a thumbnail, making and storing it if it does not exist yet.
@@ -54,7 +61,7 @@ fn refuse_video(asset: &AssetRef) -> ApiResult<()> {
     ),
     responses(
         (status = 200, description = "The thumbnail", content(
-            (super::openapi::Binary = "image/webp"), (super::openapi::Binary = "image/jpeg"), (super::openapi::Binary = "image/png"))),
+            (super::openapi::Binary = "image/webp"), (super::openapi::Binary = "image/jpeg"), (super::openapi::Binary = "image/png"), (super::openapi::Binary = "image/avif"))),
         (status = 304, description = "Not modified"),
         (status = 400, description = "Width, format or quality not allowed", body = ErrorBody),
         (status = 404, description = "Unknown profile or missing original", body = ErrorBody),
@@ -71,7 +78,7 @@ pub async fn get_thumb(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let asset = AssetRef::resolve(&state.profiles, &profile, &image_id, q.shard.as_deref())?;
-    refuse_video(&asset)?;
+    refuse_video(&state, &asset).await?;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let req = resolve_variant(&asset.profile, q.width.as_deref(), q.format.as_deref(), q.quality.as_deref(), accept)
         .map_err(ApiError::bad_request)?;
@@ -194,7 +201,6 @@ pub async fn post_thumb(
     req: Request,
 ) -> ApiResult<Response> {
     let asset = AssetRef::resolve(&state.profiles, &profile, &image_id, q.shard.as_deref())?;
-    refuse_video(&asset)?;
     let image = read_image(&state, req, asset.profile.size_max_bytes).await?;
     let made = state.replace_original(&asset, image).await?;
     let thumbnails = made.thumbnails.into_iter().map(|(w, k)| (w.to_string(), k.to_string())).collect();

@@ -73,7 +73,9 @@ pub fn resolve_variant(
     accept: Option<&str>,
 ) -> Result<VariantRequest, String> {
     let width = match width.map(str::trim).filter(|w| !w.is_empty()) {
-        None => profile.default_size,
+        None => profile
+            .default_size
+            .ok_or_else(|| format!("width is required: profile '{}' has no default_size", profile.name))?,
         Some(w) => w.parse::<u32>().map_err(|_| format!("width '{w}' is not a positive integer"))?,
     };
     let allowed =
@@ -81,6 +83,8 @@ pub fn resolve_variant(
     if !allowed {
         return Err(if profile.allow_any_width {
             format!("width {width} is outside 1..={} for profile '{}'", profile.max_width, profile.name)
+        } else if profile.sizes.is_empty() {
+            format!("profile '{}' has no thumbnail sizes", profile.name)
         } else {
             let sizes: Vec<String> = profile.sizes.iter().map(u32::to_string).collect();
             format!("width {width} is not allowed for profile '{}'; allowed: {}", profile.name, sizes.join(", "))
@@ -89,22 +93,23 @@ pub fn resolve_variant(
     let (format, choice) = match format.map(|f| f.trim().to_ascii_lowercase()).as_deref() {
         None | Some("") => (profile.convert_to.format, FormatChoice::Fixed),
         Some("auto") => {
-            let accept = accept.unwrap_or("");
-            let f = if accepts(accept, "image/webp") {
-                OutputFormat::Webp
-            } else if profile.convert_to.format != OutputFormat::Webp {
-                profile.convert_to.format
-            } else {
-                OutputFormat::Jpeg
+            let own = profile.convert_to.format;
+            // Modern formats only when listed by name: old browsers send `*/*`
+            // without being able to show WebP. No Accept header at all (curl,
+            // scripts) states no preference (RFC 9110 §12.5.1): the profile's own.
+            let f = match accept.map(str::trim).filter(|a| !a.is_empty()) {
+                None => own,
+                Some(a) if accepts(a, own.mime()) => own,
+                Some(a) if accepts(a, "image/webp") => OutputFormat::Webp,
+                Some(_) if matches!(own, OutputFormat::Jpeg | OutputFormat::Png) => own,
+                Some(a) if accepts(a, "image/png") && !accepts(a, "image/jpeg") => OutputFormat::Png,
+                Some(_) => OutputFormat::Jpeg,
             };
             (f, FormatChoice::Auto)
         }
-        Some("avif") => {
-            return Err("format 'avif' is not available in this build (no AVIF encoder fast enough); use webp".into());
-        }
         Some(other) => match OutputFormat::from_name(other) {
             Some(f) => (f, FormatChoice::Fixed),
-            None => return Err(format!("format '{other}' is not one of webp, jpeg, png, auto")),
+            None => return Err(format!("format '{other}' is not one of webp, jpeg, png, avif, auto")),
         },
     };
     let quality = match quality.map(str::trim).filter(|q| !q.is_empty()) {
@@ -162,11 +167,16 @@ mod tests {
         assert_eq!((r.format, r.choice), (OutputFormat::Webp, FormatChoice::Auto));
         let r = resolve_variant(&p, None, Some("auto"), None, Some("image/webp;q=0, */*")).unwrap();
         assert_eq!(r.format, OutputFormat::Jpeg);
+        // No Accept header: no preference, the profile's own format.
         let r = resolve_variant(&p, None, Some("auto"), None, None).unwrap();
-        assert_eq!(r.format, OutputFormat::Jpeg);
+        assert_eq!(r.format, OutputFormat::Webp);
+        let r = resolve_variant(&p, None, Some("auto"), None, Some("image/png")).unwrap();
+        assert_eq!(r.format, OutputFormat::Png);
+        let r = resolve_variant(&p, None, Some("auto"), None, Some("text/html, */*")).unwrap();
+        assert_eq!(r.format, OutputFormat::Jpeg, "a wildcard does not promise WebP");
         assert_eq!(resolve_variant(&p, None, Some("PNG"), None, None).unwrap().format, OutputFormat::Png);
         assert!(resolve_variant(&p, None, Some("gif"), None, None).is_err());
-        assert!(resolve_variant(&p, None, Some("avif"), None, None).unwrap_err().contains("avif"));
+        assert_eq!(resolve_variant(&p, None, Some("avif"), None, None).unwrap().format, OutputFormat::Avif);
         for bad in ["0", "101", "x", "-5"] {
             assert!(resolve_variant(&p, None, None, Some(bad), None).is_err(), "{bad}");
         }
