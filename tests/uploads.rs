@@ -372,6 +372,11 @@ async fn abort_and_part_errors(backend: Backend) {
     );
     let r = ask(json!({"object_key": key, "upload_id": upload_id})).await.unwrap();
     assert_eq!(error_of(r).await, (401, "unauthorized".into()), "no token and no key");
+    let r =
+        app.client.post(&parts_url).header("content-type", "application/json").body("garbage").send().await.unwrap();
+    assert_eq!(error_of(r).await, (401, "unauthorized".into()), "a bad body and no credentials");
+    let r = app.client.post(&parts_url).bearer_auth(API_KEY).body("garbage").send().await.unwrap();
+    assert_eq!(error_of(r).await.0, 400, "a bad body with the key");
     let r = app
         .client
         .post(&parts_url)

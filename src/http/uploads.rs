@@ -159,8 +159,18 @@ pub async fn presign_parts(
     BaseUrl(base_url): BaseUrl,
     ApiQuery(q): ApiQuery<TokenQuery>,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<PartsRequest>,
+    body: Result<ApiJson<PartsRequest>, ApiError>,
 ) -> ApiResult<Json<PartsResponse>> {
+    let req = match body {
+        Ok(ApiJson(req)) => req,
+        // The token may travel in the body, so the body is read first; but a
+        // caller with no credentials anywhere hears 401, as on every route.
+        Err(e) => {
+            let header_token = q.token.is_some() || headers.contains_key("x-upload-token");
+            let check = check_key(&state, &headers);
+            return Err(if header_token || check.allowed() { e } else { check.error() });
+        }
+    };
     let token = req
         .upload_token
         .as_deref()
