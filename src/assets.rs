@@ -73,9 +73,10 @@ impl AssetRef {
         } else {
             (KeyBase::parse(image_id.split_once('.').map_or(image_id, |(base, _)| base))?, None)
         };
-        // Without sharding any client shard is ignored, as in the seed.
+        // Without sharding any client shard is ignored, as in the seed; an
+        // empty `?shard=` is no shard, as an empty `shard` is in a presign.
         let shard = match shard {
-            Some(s) if profile.enable_sharding => Some(Shard::parse(s)?),
+            Some(s) if profile.enable_sharding && !s.is_empty() => Some(Shard::parse(s)?),
             _ => None,
         };
         Ok(Self { profile, key_base, ext, shard })
@@ -184,6 +185,8 @@ mod tests {
         let profiles = Profiles::example();
         let a = AssetRef::resolve(&profiles, "avatar", "hello.jpg", None).unwrap();
         assert_eq!(a.original_key().unwrap().as_str(), "originals/avatars/aa/hello");
+        let a = AssetRef::resolve(&profiles, "avatar", "hello", Some("")).unwrap();
+        assert_eq!(a.original_key().unwrap().as_str(), "originals/avatars/aa/hello", "empty shard: the computed one");
         let a = AssetRef::resolve(&profiles, "avatar", "hello", Some("custom")).unwrap();
         assert_eq!(a.original_key().unwrap().as_str(), "originals/avatars/custom/hello");
         // banner does not shard: the client's shard is ignored, even a bad one.
