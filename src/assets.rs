@@ -145,10 +145,7 @@ impl AppState {
                 ))
             })?;
         if profile.kind == MediaKind::Video {
-            return Err(ApiError::UnsupportedMedia(format!(
-                "profile '{}' holds videos; poster frames are not made by this version",
-                profile.name
-            )));
+            return Err(no_posters(profile));
         }
         let rendered = self.thumbs.render_all(asset, image.clone()).await?;
         let mut asset = asset.clone();
@@ -174,6 +171,15 @@ impl AppState {
     pub fn forget_variants(&self, asset: &AssetRef) {
         self.thumbs.forget(asset);
     }
+}
+
+/// The answer for a thumbnail of an existing video: poster frames (ffmpeg)
+/// are not made by this version.
+pub fn no_posters(profile: &Profile) -> ApiError {
+    ApiError::UnsupportedMedia(format!(
+        "profile '{}' holds videos; poster frames are not made by this version",
+        profile.name
+    ))
 }
 
 #[cfg(test)]

@@ -43,10 +43,7 @@ async fn refuse_video(state: &AppState, asset: &AssetRef) -> ApiResult<()> {
         return Ok(());
     }
     match state.store.head(&asset.original_key()?).await {
-        Ok(_) => Err(ApiError::UnsupportedMedia(format!(
-            "profile '{}' holds videos; poster frames are not made by this version",
-            asset.profile.name
-        ))),
+        Ok(_) => Err(crate::assets::no_posters(&asset.profile)),
         Err(StorageError::NotFound) => Err(ApiError::NotFound(format!("no original '{}'", asset.key_base.as_str()))),
         Err(e) => Err(e.into()),
     }
