@@ -30,7 +30,32 @@ pub const MAX_TOKEN_TTL: u64 = 7 * 24 * 3600;
 #[serde(deny_unknown_fields)]
 pub struct RawFile {
     /// Profiles by name.
+    #[serde(deserialize_with = "unique_names")]
     pub profiles: BTreeMap<String, RawProfile>,
+}
+
+/// A map of profiles that refuses a name defined twice (YAML would keep the
+/// last silently; the Go service's parser refused it too).
+fn unique_names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, RawProfile>, D::Error> {
+    struct Names;
+    impl<'de> serde::de::Visitor<'de> for Names {
+        type Value = BTreeMap<String, RawProfile>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a map of profile names to profiles")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(name) = map.next_key::<String>()? {
+                if out.contains_key(&name) {
+                    return Err(serde::de::Error::custom(format!("profile '{name}' is defined twice")));
+                }
+                let profile = map.next_value()?;
+                out.insert(name, profile);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Names)
 }
 
 /// A size written as `"256"` (the seed) or `256`.
@@ -494,6 +519,14 @@ mod tests {
         assert_eq!(Profiles::parse(&bad_size, "f").unwrap_err().field.as_deref(), Some("sizes"));
         let too_many_parts = base.replace("size_max_bytes: 100", "size_max_bytes: 90000000000");
         assert_eq!(Profiles::parse(&too_many_parts, "f").unwrap_err().field.as_deref(), Some("part_size_mb"));
+    }
+
+    #[test]
+    fn a_profile_defined_twice_is_refused() {
+        let one = "  a:\n    allowed_mimes: [image/png]\n    size_max_bytes: 10\n    storage_path: x/{key_base}\n    sizes: [64]\n";
+        let e = Profiles::parse(&format!("profiles:\n{one}{one}"), "p.yaml").unwrap_err();
+        assert!(e.to_string().contains("profile 'a' is defined twice"), "{e}");
+        assert_eq!(e.line, Some(2), "the parser knows where the map starts: {e}");
     }
 
     #[test]
