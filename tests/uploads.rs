@@ -372,6 +372,10 @@ async fn abort_and_part_errors(backend: Backend) {
     );
     let r = ask(json!({"object_key": key, "upload_id": upload_id})).await.unwrap();
     assert_eq!(error_of(r).await, (401, "unauthorized".into()), "no token and no key");
+    // Another action's method: 405 naming the one that works.
+    let r = app.client.get(app.url("/v1/uploads/k%2Fx/complete/some-id")).send().await.unwrap();
+    assert_eq!(r.headers()["allow"], "POST");
+    assert_eq!(error_of(r).await, (405, "method_not_allowed".into()));
     let r =
         app.client.post(&parts_url).header("content-type", "application/json").body("garbage").send().await.unwrap();
     assert_eq!(error_of(r).await, (401, "unauthorized".into()), "a bad body and no credentials");

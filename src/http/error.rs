@@ -45,9 +45,10 @@ pub enum ApiError {
     /// 404.
     #[error("{0}")]
     NotFound(String),
-    /// 405.
+    /// 405, with the `Allow` header when the handler knows it (axum adds its
+    /// own on routes it routes by method).
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed(Option<&'static str>),
     /// 409.
     #[error("{0}")]
     Conflict(String),
@@ -130,7 +131,7 @@ impl ApiError {
             Self::SizeTooLarge { body: true, .. } => (StatusCode::PAYLOAD_TOO_LARGE, "size_too_large"),
             Self::SizeTooLarge { body: false, .. } => (StatusCode::BAD_REQUEST, "size_too_large"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::InvalidUploadId(_) => (StatusCode::NOT_FOUND, "invalid_upload_id"),
             Self::InvalidPartRange(_) => (StatusCode::BAD_REQUEST, "invalid_part_range"),
@@ -178,6 +179,9 @@ impl IntoResponse for ApiError {
         match &self {
             Self::Overloaded { retry_after, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            Self::MethodNotAllowed(Some(allow)) => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
             Self::RangeNotSatisfiable { size } => {
                 if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
@@ -305,7 +309,7 @@ pub fn json_error_shape(response: Response) -> Response {
         return response;
     }
     let replacement = match status {
-        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed(None),
         StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::SizeTooLarge { message: "request body too large".into(), body: true }
         }
@@ -338,7 +342,7 @@ mod tests {
             (ApiError::SizeTooLarge { message: "x".into(), body: false }, 400, "size_too_large"),
             (ApiError::SizeTooLarge { message: "x".into(), body: true }, 413, "size_too_large"),
             (ApiError::NotFound("x".into()), 404, "not_found"),
-            (ApiError::MethodNotAllowed, 405, "method_not_allowed"),
+            (ApiError::MethodNotAllowed(None), 405, "method_not_allowed"),
             (ApiError::Conflict("x".into()), 409, "conflict"),
             (ApiError::InvalidUploadId("x".into()), 404, "invalid_upload_id"),
             (ApiError::InvalidPartRange("x".into()), 400, "invalid_part_range"),

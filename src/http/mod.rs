@@ -90,5 +90,5 @@ fn cors(origins: &[String]) -> CorsLayer {
 }
 
 async fn method_not_allowed() -> error::ApiError {
-    error::ApiError::MethodNotAllowed
+    error::ApiError::MethodNotAllowed(None)
 }

@@ -85,7 +85,12 @@ impl UploadPath {
     fn for_action(tail: &str, action: &str) -> Result<Self, ApiError> {
         let path = Self::parse(tail)?;
         if path.action != action {
-            return Err(ApiError::MethodNotAllowed);
+            let allow = match path.action.as_str() {
+                "parts" => "GET",
+                "complete" => "POST",
+                _ => "DELETE",
+            };
+            return Err(ApiError::MethodNotAllowed(Some(allow)));
         }
         Ok(path)
     }
