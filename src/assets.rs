@@ -11,8 +11,8 @@ use bytes::Bytes;
 use crate::config::{MediaKind, Profile, Profiles};
 use crate::http::error::ApiError;
 use crate::state::AppState;
-use crate::storage::keys::{Extension, KeyBase, KeyError, Shard, VariantKey, split_image_id};
-use crate::storage::{ObjectKey, PutOptions, StorageError};
+use crate::storage::keys::{Extension, KeyBase, KeyError, KeyPrefix, Shard, VariantKey, split_image_id};
+use crate::storage::{ObjectKey, ObjectStore, PutOptions, StorageError};
 use crate::uploads::extension_for_mime;
 use crate::uploads::sniff::same_type;
 
@@ -82,6 +82,31 @@ impl AssetRef {
         Ok(Self { profile, key_base, ext, shard })
     }
 
+    /// The key of the stored original. For a `{ext}` template and an id
+    /// without an extension the original is found with one list call (`photo`
+    /// finds `photo.jpg`); none found is `NotFound`.
+    pub async fn locate_original(&self, store: &dyn ObjectStore) -> Result<ObjectKey, StorageError> {
+        let template = &self.profile.storage_path;
+        let stem = match (&self.ext, template.before_ext(&self.key_base, self.shard.as_ref())) {
+            (None, Some(stem)) => stem,
+            _ => {
+                return self.original_key().map_err(|e| match e {
+                    AssetError::Key(k) => StorageError::InvalidKey(k),
+                    _ => StorageError::NotFound,
+                });
+            }
+        };
+        let page = store.list(&KeyPrefix::parse(stem.as_str())?, None, 100).await?;
+        page.objects
+            .into_iter()
+            .find_map(|o| {
+                let ext = Extension::parse(o.key.as_str().strip_prefix(&stem)?).ok()?;
+                let key = template.original(&self.key_base, Some(&ext), self.shard.as_ref()).ok()?;
+                (key == o.key).then_some(key)
+            })
+            .ok_or(StorageError::NotFound)
+    }
+
     /// The key of the original.
     pub fn original_key(&self) -> Result<ObjectKey, AssetError> {
         if self.profile.storage_path.uses_ext() && self.ext.is_none() {
@@ -101,9 +126,12 @@ impl AppState {
     /// and qualities) and returns how many objects were deleted.
     pub async fn delete_asset(&self, asset: &AssetRef) -> Result<usize, ApiError> {
         let mut doomed = Vec::new();
-        let original = asset.original_key()?;
-        match self.store.head(&original).await {
-            Ok(_) => doomed.push(original),
+        let found = match asset.locate_original(&*self.store).await {
+            Ok(original) => self.store.head(&original).await.map(|_| original),
+            Err(e) => Err(e),
+        };
+        match found {
+            Ok(original) => doomed.push(original),
             Err(StorageError::NotFound) => {}
             Err(e) => return Err(e.into()),
         }

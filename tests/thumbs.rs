@@ -380,6 +380,31 @@ async fn post_stores_original_and_every_size(backend: Backend) {
     assert_eq!(error_of(r).await, (415, "unsupported_media".into()), "truncated: nothing stored");
 }
 
+/// A `{ext}` profile: an id without its extension finds the stored original
+/// (one list call) for thumbnails, originals and deletion.
+async fn ext_profiles_find_the_original_without_its_extension(backend: Backend) {
+    let app = spawn_secured(backend).await;
+    let id = unique("x");
+    let png = images::png(300, 200);
+    put(&app, format!("originals/scans/{id}.png"), png.clone(), "image/png").await;
+    for path in [format!("/originals/scan/{id}"), format!("/originals/scan/{id}.png")] {
+        let r = get(&app, &path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.bytes().await.unwrap(), Bytes::from(png.clone()), "{path}");
+    }
+    let r = get(&app, &format!("/thumb/scan/{id}?width=64")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(decode(&r.bytes().await.unwrap()).dimensions(), (64, 43));
+    assert_eq!(error_of(get(&app, &format!("/originals/scan/{id}-other")).await).await, (404, "not_found".into()));
+    assert_eq!(error_of(get(&app, &format!("/thumb/scan/{id}-other?width=64")).await).await, (404, "not_found".into()));
+    assert!(stored(&app, &format!("thumbnails/scans/{id}_64.webp")).await);
+    let r = app.client.delete(app.url(&format!("/v1/assets/scan/{id}"))).bearer_auth(API_KEY).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let gone = app.state.store.head(&ObjectKey::parse(format!("originals/scans/{id}.png")).unwrap()).await;
+    assert!(matches!(gone, Err(StorageError::NotFound)), "the original is deleted");
+    assert_eq!(error_of(get(&app, &format!("/originals/scan/{id}")).await).await, (404, "not_found".into()));
+}
+
 both_backends!(
     widths_formats_and_stored_variants,
     no_upscaling_and_profile_spelling,
@@ -391,6 +416,7 @@ both_backends!(
     concurrent_cold_requests_render_once,
     memory_cache_trusts_for_ttl_and_deletes_invalidate,
     post_stores_original_and_every_size,
+    ext_profiles_find_the_original_without_its_extension,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,8 +38,8 @@ pub async fn get_original(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let asset = AssetRef::resolve(&state.profiles, &profile, &image_id, query.shard.as_deref())?;
-    let key = asset.original_key()?;
     let store = &state.store;
+    let key = asset.locate_original(&**store).await?;
     let range = headers.get(axum::http::header::RANGE).and_then(|v| v.to_str().ok()).and_then(parse_range);
     let conditional =
         [axum::http::header::IF_NONE_MATCH, axum::http::header::IF_MODIFIED_SINCE, axum::http::header::IF_RANGE]

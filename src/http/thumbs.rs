@@ -42,7 +42,11 @@ async fn refuse_video(state: &AppState, asset: &AssetRef) -> ApiResult<()> {
     if asset.profile.kind != MediaKind::Video {
         return Ok(());
     }
-    match state.store.head(&asset.original_key()?).await {
+    let found = match asset.locate_original(&*state.store).await {
+        Ok(key) => state.store.head(&key).await,
+        Err(e) => Err(e),
+    };
+    match found {
         Ok(_) => Err(crate::assets::no_posters(&asset.profile)),
         Err(StorageError::NotFound) => Err(ApiError::NotFound(format!("no original '{}'", asset.key_base.as_str()))),
         Err(e) => Err(e.into()),

@@ -317,6 +317,24 @@ impl StorageTemplate {
         ObjectKey::parse(out)
     }
 
+    /// With `{ext}` in the template: the original's key up to the extension,
+    /// which every original of `key_base` starts with. `None` without `{ext}`.
+    pub fn before_ext(&self, key_base: &KeyBase, shard: Option<&Shard>) -> Option<String> {
+        let mut out = String::new();
+        for piece in &self.pieces {
+            match piece {
+                Piece::Literal(l) => out.push_str(l),
+                Piece::KeyBase => out.push_str(key_base.as_str()),
+                Piece::Ext => return Some(out),
+                Piece::Shard => match shard {
+                    Some(s) => out.push_str(s.as_str()),
+                    None => out.push_str(Shard::of(key_base).as_str()),
+                },
+            }
+        }
+        None
+    }
+
     /// The literal prefix every key of this template starts with (up to the
     /// first placeholder), used to find a profile from an object key.
     pub fn literal_prefix(&self) -> &str {

@@ -247,7 +247,7 @@ impl Thumbs {
     /// Fetches the original and makes the variant, within the limiter.
     async fn render(&self, key: &ObjectKey, asset: &AssetRef, spec: ThumbSpec) -> Result<Variant, ThumbError> {
         let _slot = self.limiter.enter().await.map_err(|Overloaded| rejected("overloaded", ThumbError::Overloaded))?;
-        let original_key = asset.original_key().map_err(|e| ThumbError::Internal(e.to_string()))?;
+        let original_key = asset.locate_original(&*self.store).await?;
         let source = self.fetch_original(&original_key, asset.profile.size_max_bytes.max(PROBE_BYTES)).await?;
         tracing::debug!(key = %key, source = original_key.as_str(), "making variant");
         self.transform(source, spec).await
