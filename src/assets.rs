@@ -14,7 +14,10 @@ use crate::state::AppState;
 use crate::storage::keys::{Extension, KeyBase, KeyError, KeyPrefix, Shard, VariantKey, split_image_id};
 use crate::storage::{ObjectKey, ObjectStore, PutOptions, StorageError};
 use crate::uploads::extension_for_mime;
-use crate::uploads::sniff::same_type;
+
+/// The folder segment that holds the variants of custom-shard originals
+/// (`{thumb_folder}/_shard/{shard}/`). No thumb_folder may contain it.
+pub const RESERVED_SHARD_SEGMENT: &str = "_shard";
 
 /// Why an asset reference was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,10 +78,7 @@ impl AssetRef {
         };
         // Without sharding any client shard is ignored, as in the seed; an
         // empty `?shard=` is no shard, as an empty `shard` is in a presign.
-        let shard = match shard {
-            Some(s) if profile.enable_sharding && !s.is_empty() => Some(Shard::parse(s)?),
-            _ => None,
-        };
+        let shard = profile.client_shard(shard)?;
         Ok(Self { profile, key_base, ext, shard })
     }
 
@@ -115,9 +115,41 @@ impl AssetRef {
         Ok(self.profile.storage_path.original(&self.key_base, self.ext.as_ref(), self.shard.as_ref())?)
     }
 
+    /// The client's shard when it differs from the computed SHA-1 shard: the
+    /// original then lives in a folder of its own, and so must its variants.
+    pub fn custom_shard(&self) -> Option<&Shard> {
+        self.shard.as_ref().filter(|s| **s != Shard::of(&self.key_base))
+    }
+
+    /// The folder of this asset's variants: the profile's `thumb_folder`, or
+    /// `{thumb_folder}/_shard/{shard}` for an original under a custom shard
+    /// (SPEC §3), so that two originals with one key_base in different shards
+    /// never share a variant. `_shard` is a reserved segment: no profile's
+    /// thumb_folder may contain it, so nesting cannot collide with it.
+    pub fn variant_folder(&self) -> String {
+        match self.custom_shard() {
+            Some(shard) => format!("{}/{RESERVED_SHARD_SEGMENT}/{}", self.profile.thumb_folder, shard.as_str()),
+            None => self.profile.thumb_folder.clone(),
+        }
+    }
+
     /// The key of one variant.
     pub fn variant_key(&self, variant: &VariantKey) -> Result<ObjectKey, AssetError> {
-        Ok(variant.key(&self.profile.thumb_folder, &self.key_base)?)
+        Ok(variant.key(&self.variant_folder(), &self.key_base)?)
+    }
+
+    /// The listing prefix every variant of this asset starts with.
+    pub fn variant_prefix(&self) -> Result<KeyPrefix, KeyError> {
+        VariantKey::prefix(&self.variant_folder(), &self.key_base)
+    }
+
+    /// Whether `key` (a listed object) is one of this asset's variants, not a
+    /// variant of another key base that shares the listing prefix (`k1_b_256`).
+    pub fn owns_variant(&self, key: &str) -> bool {
+        let folder = self.variant_folder();
+        key.strip_prefix(folder.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|name| !name.contains('/') && VariantKey::parse_name(name, &self.key_base).is_some())
     }
 }
 
@@ -125,36 +157,35 @@ impl AppState {
     /// Deletes the original and every variant of `asset` (all sizes, formats
     /// and qualities) and returns how many objects were deleted.
     pub async fn delete_asset(&self, asset: &AssetRef) -> Result<usize, ApiError> {
-        let mut doomed = Vec::new();
         let found = match asset.locate_original(&*self.store).await {
             Ok(original) => self.store.head(&original).await.map(|_| original),
             Err(e) => Err(e),
         };
+        let mut deleted = 0;
+        // The original goes first and the variants are listed after: a variant
+        // written meanwhile by a render either shows in this listing or sees
+        // the original gone and removes itself (`Thumbs::store_later`).
         match found {
-            Ok(original) => doomed.push(original),
+            Ok(original) => {
+                self.store.delete(&original).await?;
+                deleted += 1;
+            }
             Err(StorageError::NotFound) => {}
             Err(e) => return Err(e.into()),
         }
-        doomed.extend(self.variant_keys(asset).await?);
-        for key in &doomed {
-            self.store.delete(key).await?;
+        for key in self.variant_keys(asset).await? {
+            self.store.delete(&key).await?;
+            deleted += 1;
         }
         self.forget_variants(asset);
-        Ok(doomed.len())
+        Ok(deleted)
     }
 
     /// The keys of every stored variant of `asset`.
     async fn variant_keys(&self, asset: &AssetRef) -> Result<Vec<ObjectKey>, ApiError> {
-        let prefix = VariantKey::prefix(&asset.profile.thumb_folder, &asset.key_base)?;
-        let listed = crate::storage::list_all(&*self.store, &prefix).await?;
-        Ok(listed
-            .into_iter()
-            .map(|o| o.key)
-            // The prefix `k1_` also matches other ids such as `k1_b`: keep only ours.
-            .filter(|k| {
-                VariantKey::parse_name(k.as_str().rsplit('/').next().unwrap_or_default(), &asset.key_base).is_some()
-            })
-            .collect())
+        let listed = crate::storage::list_all(&*self.store, &asset.variant_prefix()?).await?;
+        // The prefix `k1_` also matches other ids such as `k1_b`: keep only ours.
+        Ok(listed.into_iter().map(|o| o.key).filter(|k| asset.owns_variant(k.as_str())).collect())
     }
 
     /// Stores an uploaded original (replacing an earlier one, whose variants
@@ -162,10 +193,8 @@ impl AppState {
     /// and rendered before anything is stored, so a bad upload changes nothing.
     pub async fn replace_original(&self, asset: &AssetRef, image: Bytes) -> Result<Replaced, ApiError> {
         let profile = &asset.profile;
-        let mime = crate::image::sniff(&image)
-            .map(|f| f.mime())
-            .filter(|m| profile.allowed_mimes.iter().any(|a| same_type(a, m)))
-            .ok_or_else(|| {
+        let mime =
+            crate::media_type::sniff(&image).map(|t| t.mime).filter(|m| profile.allows_mime(m)).ok_or_else(|| {
                 ApiError::MimeNotAllowed(format!(
                     "the file is not one of the types profile '{}' allows ({})",
                     profile.name,

@@ -9,6 +9,7 @@
 //! - [`assets`]: an asset named by a URL (`profile`, `image_id`, `shard`) resolved
 //!   to the keys of its original and variants.
 //! - [`image`]: the image pipeline (sniff, decode, resize, encode), pure and synchronous.
+//! - [`media_type`]: the media types MediaFlow knows, one sniffer, one "allowed" rule.
 //! - [`http`]: the router, middleware, thin handlers and the one error type.
 //! - [`metrics`]: Prometheus metrics, rendered at `/metrics`.
 //! - [`server`]: the accept loop with timeouts and graceful drain.
@@ -24,6 +25,7 @@ pub mod client;
 pub mod config;
 pub mod http;
 pub mod image;
+pub mod media_type;
 pub mod metrics;
 pub mod server;
 pub mod shutdown;

@@ -41,6 +41,11 @@ enum Command {
         #[arg(short = 'o', long)]
         output: std::path::PathBuf,
     },
+    /// Print a signed thumbnail URL (THUMB_SIGNING_KEY), e.g. `/thumb/photo/abc?width=300`.
+    SignUrl {
+        /// The thumbnail URL: a path with its query, or a full http(s):// URL.
+        url: String,
+    },
     /// Upload a file to a MediaFlow server (presign, parallel parts, resume) and print its URLs.
     Upload(UploadArgs),
 }
@@ -162,6 +167,17 @@ fn thumb(input: &std::path::Path, spec: ThumbSpec, max_pixels: u64, output: &std
     Ok(())
 }
 
+/// Signs a path with its query, or a full URL (its origin is kept as is).
+fn sign_url(signature: &mediaflow::thumbs::UrlSignature, url: &str) -> String {
+    let path_start = ["http://", "https://"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme).map(|rest| scheme.len() + rest.find('/').unwrap_or(rest.len())));
+    match path_start {
+        Some(at) => format!("{}{}", &url[..at], signature.sign_url(&url[at..])),
+        None => signature.sign_url(url),
+    }
+}
+
 /// At most two glibc malloc arenas instead of eight per core. Renders run on
 /// the blocking pool, whose threads come and go; with an arena each, every
 /// arena kept its own high-water mark of freed multi-megabyte buffers
@@ -193,9 +209,15 @@ async fn async_main() -> anyhow::Result<()> {
         std::process::exit(upload(args).await);
     }
     init_tracing(cli.settings.log_format);
-    let config = Config::from_settings(cli.settings).map_err(anyhow::Error::msg)?;
+    let config = Config::from_settings(cli.settings)?;
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => mediaflow::run(config).await,
+        Command::Serve => {
+            if let Err(e) = config.check_protected_mode() {
+                eprintln!("mediaflow: {e}");
+                std::process::exit(2);
+            }
+            mediaflow::run(config).await
+        }
         Command::CheckConfig { path } => {
             let source = path.or(config.profiles_source.clone());
             let profiles = mediaflow::startup::load_profiles(source.as_deref(), &config.profiles_s3).await?;
@@ -208,6 +230,12 @@ async fn async_main() -> anyhow::Result<()> {
                 .with_context(|| format!("format '{format}' is not one of webp, jpeg, png, avif"))?;
             let spec = ThumbSpec { width, format, quality };
             tokio::task::block_in_place(|| thumb(&input, spec, config.transforms.max_pixels, &output))
+        }
+        Command::SignUrl { url } => {
+            let key =
+                config.thumb_signing_key.as_ref().context("THUMB_SIGNING_KEY is not set: nothing to sign with")?;
+            println!("{}", sign_url(&mediaflow::thumbs::UrlSignature::new(key.expose()), &url));
+            Ok(())
         }
         Command::Upload(_) => unreachable!("handled before the server's configuration is loaded"),
     }

@@ -37,7 +37,8 @@ pub async fn serve(listener: TcpListener, app: Router, lifecycle: Lifecycle, idl
         };
         let _ = stream.set_nodelay(true);
         let service = app.clone().map_request(|req: hyper::Request<Incoming>| req.map(axum::body::Body::new));
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+        let io = TokioIo::new(crate::http::linger::LingeringStream::new(stream));
+        let conn = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service));
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
             let _ = conn.await;

@@ -83,6 +83,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
 
 /// Runs the server until SIGTERM/SIGINT, then drains and returns.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    config.check_protected_mode()?;
     let listen = config.listen;
     let state = build_state(config).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;

@@ -4,7 +4,7 @@
 //!
 //! Every error names the file, the profile, the field and, where known, the line.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::image::OutputFormat;
-use crate::storage::keys::{KeyPrefix, StorageTemplate};
+use crate::storage::keys::{KeyError, KeyPrefix, Shard, StorageTemplate};
 
 /// The bundled example profiles, used when `STORAGE_CONFIG_PATH` is unset.
 pub const EXAMPLE_PROFILES: &str = include_str!("../../config/profiles.yaml");
@@ -131,7 +131,7 @@ pub struct Profile {
     pub name: String,
     /// Image or video.
     pub kind: MediaKind,
-    /// MIME types a client may upload, lowercase.
+    /// MIME types a client may upload, canonical names (see [`crate::media_type`]).
     pub allowed_mimes: Vec<String>,
     /// Largest upload, bytes.
     pub size_max_bytes: u64,
@@ -170,12 +170,32 @@ pub struct Profile {
     pub initial_batch_size: u32,
     /// Most part URLs per presign/parts call.
     pub max_batch_size: u32,
+    /// Custom shards clients may not send: another profile's folder names
+    /// (see [`super::overlap`]).
+    pub reserved_shards: BTreeSet<String>,
 }
 
 impl Profile {
-    /// Whether a client may upload `mime`.
+    /// The shard a client sent, as this profile uses it: `None` (the computed
+    /// SHA-1 shard) when absent or empty, or when the profile does not shard
+    /// (then any shard is ignored, as in the seed). One rule for presign and
+    /// every lookup.
+    pub fn client_shard(&self, raw: Option<&str>) -> Result<Option<Shard>, KeyError> {
+        let Some(raw) = raw.filter(|s| !s.is_empty()) else { return Ok(None) };
+        if !self.enable_sharding || !self.storage_path.uses_shard() {
+            return Ok(None);
+        }
+        let shard = Shard::parse(raw)?;
+        if self.reserved_shards.contains(raw) {
+            return Err(KeyError::ReservedShard(raw.to_owned()));
+        }
+        Ok(Some(shard))
+    }
+
+    /// Whether a client may upload `mime` (as declared or sniffed): the one
+    /// rule of [`crate::media_type::allows`].
     pub fn allows_mime(&self, mime: &str) -> bool {
-        self.allowed_mimes.iter().any(|m| m.eq_ignore_ascii_case(mime))
+        crate::media_type::allows(&self.allowed_mimes, mime)
     }
 }
 
@@ -265,14 +285,27 @@ impl Profiles {
                 field: Some(field.to_owned()),
                 message,
             })?;
-            by_name.insert(name, Arc::new(profile));
+            by_name.insert(name, profile);
         }
         if !by_name.contains_key("default") {
             let raw: RawProfile = serde_yaml_ng::from_str(BUILTIN_DEFAULT).expect("built-in default parses");
             let profile = validate("default", raw).expect("built-in default is valid");
-            by_name.insert("default".into(), Arc::new(profile));
+            by_name.insert("default".into(), profile);
         }
-        Ok(Self { by_name })
+        let all: Vec<&Profile> = by_name.values().collect();
+        let reserved = super::overlap::check(&all).map_err(|o| ConfigError {
+            file: file.to_owned(),
+            line: locate(text, &o.profile, "storage_path"),
+            profile: Some(o.profile.clone()),
+            field: None,
+            message: o.message,
+        })?;
+        for (name, shards) in reserved.0 {
+            if let Some(p) = by_name.get_mut(&name) {
+                p.reserved_shards = shards;
+            }
+        }
+        Ok(Self { by_name: by_name.into_iter().map(|(n, p)| (n, Arc::new(p))).collect() })
     }
 
     /// The bundled example profiles.
@@ -344,6 +377,15 @@ fn folder(field: &'static str, raw: &str) -> FieldResult<String> {
         return Err((field, "must not be empty".into()));
     }
     KeyPrefix::parse(format!("{trimmed}/")).map_err(|e| (field, e.to_string()))?;
+    if trimmed.split('/').any(|s| s == crate::assets::RESERVED_SHARD_SEGMENT) {
+        return Err((
+            field,
+            format!(
+                "the segment '{}' is reserved for the variants of custom-shard originals",
+                crate::assets::RESERVED_SHARD_SEGMENT
+            ),
+        ));
+    }
     Ok(trimmed.to_owned())
 }
 
@@ -361,12 +403,12 @@ fn validate(name: &str, raw: RawProfile) -> FieldResult<Profile> {
     if allowed_mimes.is_empty() {
         return Err(("allowed_mimes", "must list at least one MIME type".into()));
     }
-    for m in &allowed_mimes {
-        let valid = m.split_once('/').is_some_and(|(t, s)| !t.is_empty() && !s.is_empty() && !s.contains('/'));
-        if !valid || m.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(("allowed_mimes", format!("'{m}' is not a MIME type")));
-        }
-    }
+    let allowed_mimes = allowed_mimes
+        .iter()
+        .map(|m| {
+            crate::media_type::canonical(m).map(|t| t.mime.to_owned()).map_err(|e| ("allowed_mimes", e.to_string()))
+        })
+        .collect::<FieldResult<Vec<String>>>()?;
     let size_max_bytes = raw.size_max_bytes.ok_or(("size_max_bytes", "is required".to_owned()))?;
     let size_max_bytes = in_range("size_max_bytes", size_max_bytes, 1, (5 * 1024 * 1024 * MIB) as i64)? as u64;
     let threshold_mb = in_range("multipart_threshold_mb", raw.multipart_threshold_mb.unwrap_or(15), 0, 5 * 1024)?;
@@ -424,7 +466,7 @@ fn validate(name: &str, raw: RawProfile) -> FieldResult<Profile> {
     Ok(Profile {
         name: name.to_owned(),
         kind,
-        allowed_mimes: allowed_mimes.iter().map(|m| m.to_ascii_lowercase()).collect(),
+        allowed_mimes,
         size_max_bytes,
         multipart_threshold: threshold_mb as u64 * MIB,
         part_size,
@@ -443,6 +485,7 @@ fn validate(name: &str, raw: RawProfile) -> FieldResult<Profile> {
         max_width,
         initial_batch_size,
         max_batch_size,
+        reserved_shards: BTreeSet::new(),
     })
 }
 

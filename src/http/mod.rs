@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod fs_upload;
 pub mod health;
+pub mod linger;
 pub mod media;
 pub mod observe;
 pub mod openapi;
@@ -60,6 +61,7 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(CatchPanicLayer::new())
         .layer(cors(&state.config.http.cors_origins))
+        .layer(middleware::from_fn(body::close_unread))
         .layer(middleware::from_fn(observe::observe))
         .with_state(state)
 }

@@ -19,7 +19,10 @@ use crate::uploads::{
 };
 
 /// The service's public base URL: `PUBLIC_BASE_URL`, else the request's
-/// (forwarded) host and scheme.
+/// `Host` (and, only with TRUST_FORWARDED_HEADERS, `X-Forwarded-Host` and
+/// `X-Forwarded-Proto`). The URLs built on it carry upload tokens, so a host
+/// is accepted only in the plain `name[:port]` / `[v6]:port` form: a value such
+/// as `evil.example?` or `a@b` cannot smuggle a token to another origin.
 #[derive(Debug, Clone)]
 pub struct BaseUrl(pub String);
 
@@ -31,17 +34,39 @@ impl FromRequestParts<AppState> for BaseUrl {
             return Ok(Self(base.clone()));
         }
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-        let host = header("x-forwarded-host")
+        let trusted = |name: &str| if state.config.trust_forwarded_headers { header(name) } else { None };
+        let host = trusted("x-forwarded-host")
+            .map(|h| h.split(',').next().unwrap_or("").trim())
             .or_else(|| header("host"))
             .or_else(|| parts.uri.authority().map(|a| a.as_str()))
-            .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b'@'))
             .ok_or_else(|| ApiError::bad_request_hint("no Host header", "send Host or set PUBLIC_BASE_URL"))?;
-        let scheme = match header("x-forwarded-proto") {
-            Some("https") => "https",
+        if !valid_host(host) {
+            return Err(ApiError::bad_request_hint(
+                format!("invalid Host header '{}'", host.escape_default()),
+                "send a plain host[:port], or set PUBLIC_BASE_URL",
+            ));
+        }
+        let scheme = match trusted("x-forwarded-proto") {
+            Some(p) if p.eq_ignore_ascii_case("https") => "https",
             _ => "http",
         };
         Ok(Self(format!("{scheme}://{host}")))
     }
+}
+
+/// A `Host` value: a DNS name or IPv4 address, or a bracketed IPv6 address,
+/// with an optional numeric port. Nothing else (no userinfo, path, query).
+pub fn valid_host(host: &str) -> bool {
+    let port_ok = |p: &str| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
+    if let Some(rest) = host.strip_prefix('[') {
+        let Some((v6, tail)) = rest.split_once(']') else { return false };
+        return v6.parse::<std::net::Ipv6Addr>().is_ok()
+            && (tail.is_empty() || tail.strip_prefix(':').is_some_and(port_ok));
+    }
+    let (name, port) = host.rsplit_once(':').map_or((host, None), |(n, p)| (n, Some(p)));
+    let label_ok =
+        |l: &str| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    name.len() <= 253 && name.split('.').all(label_ok) && port.is_none_or(port_ok)
 }
 
 /// `?token=` on upload URLs.
@@ -354,6 +379,17 @@ pub async fn delete_asset(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hosts_are_plain_authorities() {
+        for ok in ["localhost", "localhost:8080", "media.example.com", "127.0.0.1:80", "[::1]:8080", "[::1]", "a-b.c"] {
+            assert!(super::valid_host(ok), "{ok}");
+        }
+        for bad in ["", "evil.example?", "a@b", "a/b", "a:b", "a:", "[::1", "[zz]:1", "a..b", "a b", "a:123456", "x#y"]
+        {
+            assert!(!super::valid_host(bad), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -28,6 +28,9 @@ pub enum KeyError {
     /// A custom shard outside `[a-z0-9_-]{1,64}`.
     #[error("shard must be 1-{MAX_SHARD_LEN} characters of [a-z0-9_-]")]
     InvalidShard,
+    /// A custom shard that names another profile's folder (see `config::overlap`).
+    #[error("shard '{0}' is reserved: another profile stores its objects under that name")]
+    ReservedShard(String),
     /// An extension outside `[A-Za-z0-9]{1,16}`.
     #[error("extension must be 1-{MAX_EXT_LEN} characters of [A-Za-z0-9]")]
     InvalidExtension,
@@ -212,10 +215,14 @@ pub fn split_image_id(image_id: &str) -> Result<(KeyBase, Option<Extension>), Ke
 
 /// One piece of a parsed `storage_path` template.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Piece {
+pub enum Piece {
+    /// Text copied as is (may contain `/`).
     Literal(String),
+    /// `{key_base}`.
     KeyBase,
+    /// `{ext}`.
     Ext,
+    /// `{shard}` or `{shard?}`.
     Shard,
 }
 
@@ -279,6 +286,12 @@ impl StorageTemplate {
     /// The template as written in the profile.
     pub fn as_str(&self) -> &str {
         &self.source
+    }
+
+    /// The parsed pieces, in order (shard placeholders already removed when
+    /// the profile does not shard).
+    pub fn pieces(&self) -> &[Piece] {
+        &self.pieces
     }
 
     /// Whether the template has an `{ext}` placeholder: then lookups take the

@@ -124,9 +124,13 @@ impl ByteRange {
         }
     }
 
-    /// The HTTP form, `bytes=…`.
+    /// The HTTP form, `bytes=…`. A last byte beyond any object's size is sent
+    /// open-ended: RFC 9110 clamps it anyway, but some stores answer 416 to
+    /// numbers they cannot parse (SeaweedFS to `bytes=0-18446744073709551615`).
     pub fn to_header(self) -> String {
+        const BEYOND_ANY_OBJECT: u64 = 1 << 50;
         match self {
+            Self::Bounded { start, end } if end >= BEYOND_ANY_OBJECT => format!("bytes={start}-"),
             Self::Bounded { start, end } => format!("bytes={start}-{end}"),
             Self::From(start) => format!("bytes={start}-"),
             Self::Suffix(n) => format!("bytes=-{n}"),
@@ -357,5 +361,8 @@ mod tests {
         assert_eq!(ByteRange::Suffix(1000).resolve(100), Some((0, 99)));
         assert_eq!(ByteRange::Suffix(0).resolve(100), None);
         assert_eq!(ByteRange::Suffix(5).resolve(0), None);
+        assert_eq!(ByteRange::Bounded { start: 0, end: u64::MAX }.resolve(100), Some((0, 99)));
+        assert_eq!(ByteRange::Bounded { start: 5, end: u64::MAX }.to_header(), "bytes=5-");
+        assert_eq!(ByteRange::Bounded { start: 5, end: 9 }.to_header(), "bytes=5-9");
     }
 }

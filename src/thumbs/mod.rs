@@ -11,6 +11,7 @@
 
 mod limiter;
 mod request;
+pub mod signature;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,12 +25,12 @@ use md5::{Digest, Md5};
 
 pub use limiter::{Limiter, Overloaded};
 pub use request::{FormatChoice, VariantRequest, resolve_variant};
+pub use signature::{SignatureError, UrlSignature};
 
 use crate::assets::AssetRef;
 use crate::config::Config;
 use crate::image::{self, ImageError, Limits, OutputFormat, ThumbSpec};
 use crate::shutdown::Lifecycle;
-use crate::storage::keys::VariantKey;
 use crate::storage::{ByteRange, DynStore, ObjectKey, PutOptions, StorageError};
 
 /// Largest stored variant read back into memory.
@@ -125,6 +126,8 @@ pub struct Thumbs {
     limits: Limits,
     timeout: Duration,
     renders: AtomicU64,
+    /// THUMB_SIGNING_KEY: URLs outside the listed sizes must be signed.
+    signature: Option<UrlSignature>,
 }
 
 impl std::fmt::Debug for Thumbs {
@@ -162,7 +165,27 @@ impl Thumbs {
             limits: Limits { max_pixels: t.max_pixels },
             timeout: t.timeout,
             renders: AtomicU64::new(0),
+            signature: config.thumb_signing_key.as_ref().map(|k| UrlSignature::new(k.expose())),
         }
+    }
+
+    /// Checks a thumbnail URL's signature where one is needed: with
+    /// THUMB_SIGNING_KEY set, a width (or box) outside the profile's `sizes`,
+    /// or an explicit `quality`, makes a variant nobody listed, so only URLs
+    /// the application signed may ask for it. The listed sizes stay public.
+    pub fn check_signature(
+        &self,
+        req: &VariantRequest,
+        profile: &crate::config::Profile,
+        quality_given: bool,
+        path: &str,
+        query: Option<&str>,
+    ) -> Result<(), SignatureError> {
+        let Some(signature) = &self.signature else { return Ok(()) };
+        if profile.sizes.contains(&req.width) && !quality_given {
+            return Ok(());
+        }
+        signature.verify(path, query)
     }
 
     /// Renders started since start-up (every one decodes an original).
@@ -219,7 +242,7 @@ impl Thumbs {
             let result = this.render(&key, &asset, spec).await;
             if let Ok(variant) = &result {
                 this.remember(&key, variant).await;
-                this.store_later(key.clone(), variant.clone(), spec.format);
+                this.store_later(key.clone(), variant.clone(), spec.format, asset.clone());
             }
             // After the cache insert, so a request arriving now finds the variant.
             this.flights.lock().expect("flights lock").remove(key.as_str());
@@ -234,12 +257,30 @@ impl Thumbs {
     }
 
     /// Writes a variant to the store in the background; shutdown waits for it.
-    fn store_later(&self, key: ObjectKey, variant: Variant, format: OutputFormat) {
-        let store = self.store.clone();
+    ///
+    /// A DELETE of the original may land while the variant is being made or
+    /// written; it deletes the original first and lists the variants after.
+    /// So after writing, the original is looked up again: if it is gone, the
+    /// delete may have listed before this write, and the variant is removed
+    /// here (SPEC §3: a variant never outlives its original).
+    fn store_later(self: &Arc<Self>, key: ObjectKey, variant: Variant, format: OutputFormat, asset: AssetRef) {
+        let this = Arc::clone(self);
         self.lifecycle.spawn(async move {
             let opts = PutOptions { content_type: Some(format.mime().to_owned()), if_none_match: false };
-            if let Err(e) = store.put(&key, variant.bytes.into(), opts).await {
+            if let Err(e) = this.store.put(&key, variant.bytes.into(), opts).await {
                 tracing::warn!(key = %key, error = %e, "could not store a variant; it will be made again");
+                return;
+            }
+            let original = match asset.locate_original(&*this.store).await {
+                Ok(original) => this.store.head(&original).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(StorageError::NotFound) = original {
+                tracing::info!(key = %key, "the original was deleted while its variant was made; removing the variant");
+                if let Err(e) = this.store.delete(&key).await {
+                    tracing::warn!(key = %key, error = %e, "could not remove the variant of a deleted original");
+                }
+                this.forget(&asset);
             }
         });
     }
@@ -309,13 +350,8 @@ impl Thumbs {
     /// Drops every cached variant of `asset` (after a delete or a replacement).
     pub fn forget(&self, asset: &AssetRef) {
         let Some(cache) = &self.cache else { return };
-        let Ok(prefix) = VariantKey::prefix(&asset.profile.thumb_folder, &asset.key_base) else { return };
-        let prefix = prefix.as_str().to_owned();
-        let folder_len = prefix.rfind('/').map_or(0, |i| i + 1);
-        let key_base = asset.key_base.clone();
-        let _ = cache.invalidate_entries_if(move |k, _| {
-            k.starts_with(&prefix) && VariantKey::parse_name(&k[folder_len..], &key_base).is_some()
-        });
+        let asset = asset.clone();
+        let _ = cache.invalidate_entries_if(move |k, _| asset.owns_variant(k));
     }
 
     /// Bytes and entries in the memory cache.

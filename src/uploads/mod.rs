@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::profiles::MAX_SINGLE_PUT;
 use crate::config::{Profile, Profiles};
 use crate::state::AppState;
-use crate::storage::keys::{Extension, KeyBase, KeyError, Shard};
+use crate::storage::keys::{Extension, KeyBase, KeyError};
 use crate::storage::{
     ByteRange, CompletedPart, ObjectKey, PartInfo, PresignContext, PresignOp, PresignedRequest, StorageError,
 };
@@ -292,23 +292,7 @@ pub fn rfc3339(t: SystemTime) -> String {
 
 /// The usual extension of a MIME type, for keys with `{ext}`.
 pub fn extension_for_mime(mime: &str) -> Option<&'static str> {
-    Some(match mime {
-        "image/jpeg" | "image/jpg" | "image/pjpeg" => "jpg",
-        "image/png" => "png",
-        "image/webp" => "webp",
-        "image/gif" => "gif",
-        "image/avif" => "avif",
-        "image/heic" => "heic",
-        "image/heif" => "heif",
-        "image/bmp" => "bmp",
-        "image/tiff" => "tiff",
-        "video/mp4" => "mp4",
-        "video/quicktime" => "mov",
-        "video/webm" => "webm",
-        "video/x-matroska" => "mkv",
-        "application/pdf" => "pdf",
-        _ => return None,
-    })
+    crate::media_type::resolve(mime).map(|t| t.extension())
 }
 
 fn signed_action(req: PresignedRequest) -> SignedAction {
@@ -359,14 +343,16 @@ fn check(profiles: &Profiles, req: &PresignRequest) -> Result<Checked> {
             profile.kind.as_str()
         )));
     }
-    let mime = mime.to_ascii_lowercase();
-    if !profile.allows_mime(&mime) {
-        return Err(UploadError::MimeNotAllowed {
-            mime,
+    // Declared aliases (`image/jpg`) resolve to their canonical type, which is
+    // what the URL binds: the store then sees one spelling per type.
+    let media = crate::media_type::resolve(mime).filter(|_| profile.allows_mime(mime)).ok_or_else(|| {
+        UploadError::MimeNotAllowed {
+            mime: mime.to_ascii_lowercase(),
             profile: profile.name.clone(),
             allowed: profile.allowed_mimes.join(", "),
-        });
-    }
+        }
+    })?;
+    let mime = media.mime.to_owned();
     if size > profile.size_max_bytes {
         return Err(UploadError::TooLarge { size, max: profile.size_max_bytes });
     }
@@ -382,17 +368,21 @@ fn check(profiles: &Profiles, req: &PresignRequest) -> Result<Checked> {
         MultipartMode::Auto => size > profile.multipart_threshold || size > MAX_SINGLE_PUT,
     };
     let key_base = KeyBase::parse(key_base)?;
-    let shard = match req.shard.as_deref().filter(|s| !s.is_empty()) {
-        Some(s) if profile.enable_sharding => Some(Shard::parse(s)?),
-        _ => None,
-    };
+    let shard = profile.client_shard(req.shard.as_deref())?;
     let ext = match req.ext.as_deref().filter(|e| !e.is_empty()) {
-        Some(e) => Some(Extension::parse(e)?),
-        None => extension_for_mime(&mime).map(|e| Extension::parse(e).expect("table extensions are valid")),
+        Some(e) => Extension::parse(e)?,
+        None => Extension::parse(media.extension()).expect("table extensions are valid"),
     };
-    if profile.storage_path.uses_ext() && ext.is_none() {
-        return Err(UploadError::BadRequest(format!("no extension known for '{mime}': send 'ext'")));
+    // The extension becomes part of the key and of every URL of the asset:
+    // `kb.html` must not hold a JPEG.
+    if profile.storage_path.uses_ext() && !media.has_extension(ext.as_str()) {
+        return Err(UploadError::BadRequest(format!(
+            "ext '{}' does not match {mime} (expected one of: {})",
+            ext.as_str(),
+            media.extensions.join(", ")
+        )));
     }
+    let ext = Some(ext);
     let key = profile.storage_path.original(&key_base, ext.as_ref(), shard.as_ref())?;
     Ok(Checked { profile, key, mime, size, multipart })
 }
