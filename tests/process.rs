@@ -281,3 +281,53 @@ async fn memory_stays_bounded_under_32_concurrent_cold_renders_of_24_mp() {
     eprintln!("peak RSS {peak_mib} MiB (baseline {} MiB)", baseline / 1024);
     assert!(peak_mib < 300, "peak RSS {peak_mib} MiB with 32 concurrent cold 24 MP renders");
 }
+
+#[tokio::test]
+async fn an_open_service_stays_on_loopback_unless_told_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    // No API_KEY and no BIND_ADDR: loopback.
+    let mut cmd = command(dir.path());
+    cmd.env_remove("BIND_ADDR");
+    let server = start(cmd);
+    assert!(server.addr.starts_with("127.0.0.1:"), "{}", server.addr);
+    drop(server);
+    // No API_KEY on a network address: refused, exit 2, and it says why and what to do.
+    let out = command(dir.path()).env("BIND_ADDR", "0.0.0.0").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("API_KEY") && stderr.contains("ALLOW_ANONYMOUS=true"), "{stderr}");
+    // Opened on purpose.
+    let mut cmd = command(dir.path());
+    cmd.env("BIND_ADDR", "0.0.0.0").env("ALLOW_ANONYMOUS", "true");
+    let server = start(cmd);
+    assert!(server.addr.starts_with("0.0.0.0:"), "{}", server.addr);
+    drop(server);
+    // With an API key the default is every interface.
+    let mut cmd = command(dir.path());
+    cmd.env_remove("BIND_ADDR").env("API_KEY", "k");
+    let server = start(cmd);
+    assert!(server.addr.starts_with("0.0.0.0:"), "{}", server.addr);
+}
+
+#[test]
+fn sign_url_prints_the_spec_test_vector() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .env("THUMB_SIGNING_KEY", "k-test-0123")
+        .args(["sign-url", "/thumb/photo/abc?width=300&quality=70&format=webp"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "/thumb/photo/abc?width=300&quality=70&format=webp&sig=uuOvpp9D-NER2LBZV9V8Fi0CJBRNc7BDlyfD70GlJJo"
+    );
+    let out = command(dir.path())
+        .env("THUMB_SIGNING_KEY", "k-test-0123")
+        .args(["sign-url", "https://cdn.example.com/thumb/photo/abc?width=300&quality=70&format=webp"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("https://cdn.example.com/thumb/photo/abc?width=300"));
+    let out = command(dir.path()).args(["sign-url", "/thumb/photo/abc?width=300"]).output().unwrap();
+    assert!(!out.status.success(), "no key, no signature");
+}
