@@ -23,8 +23,13 @@ pub const RESERVED_SHARD_SEGMENT: &str = "_shard";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AssetError {
     /// No profile of that name.
-    #[error("unknown profile '{0}'")]
-    UnknownProfile(String),
+    #[error("unknown profile '{name}' (profiles: {known})")]
+    UnknownProfile {
+        /// As asked for.
+        name: String,
+        /// The profiles that exist, comma-separated.
+        known: String,
+    },
     /// The id, extension or shard breaks the key rules.
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -63,7 +68,10 @@ impl AssetRef {
         image_id: &str,
         shard: Option<&str>,
     ) -> Result<Self, AssetError> {
-        let profile = profiles.get(profile).ok_or_else(|| AssetError::UnknownProfile(profile.to_owned()))?.clone();
+        let profile = profiles
+            .get(profile)
+            .ok_or_else(|| AssetError::UnknownProfile { name: profile.to_owned(), known: profiles.names() })?
+            .clone();
         Self::for_profile(profile, image_id, shard)
     }
 
@@ -267,7 +275,7 @@ mod tests {
         let profiles = Profiles::example();
         assert_eq!(
             AssetRef::resolve(&profiles, "nope", "x", None).unwrap_err(),
-            AssetError::UnknownProfile("nope".into())
+            AssetError::UnknownProfile { name: "nope".into(), known: "avatar, banner, default, photo, video".into() }
         );
         assert!(matches!(AssetRef::resolve(&profiles, "avatar", "..", None), Err(AssetError::Key(_))));
         assert!(matches!(AssetRef::resolve(&profiles, "avatar", "x", Some("../..")), Err(AssetError::Key(_))));

@@ -36,7 +36,24 @@ pub async fn build_store(config: &Config) -> anyhow::Result<(DynStore, Option<Ur
         }
         StorageConfig::S3(settings) => {
             let store = S3Store::connect(settings).await;
-            tracing::info!(bucket = %settings.bucket, endpoint = ?settings.endpoint, "storage: s3");
+            let endpoint = settings.endpoint.as_deref().unwrap_or("AWS (region default endpoint)");
+            tracing::info!(bucket = %settings.bucket, endpoint, "storage: s3");
+            // Say what is wrong in the operator's terms now, not only through
+            // /ready later. Not fatal: the store may come up after the service.
+            match crate::storage::ObjectStore::check(&store).await {
+                Ok(()) => {}
+                Err(crate::storage::StorageError::NotFound) => tracing::error!(
+                    "S3 bucket '{}' does not exist at {endpoint}: create it, or fix S3_BUCKET / S3_ENDPOINT \
+                     (the service starts, but /ready answers 503 until it exists)",
+                    settings.bucket
+                ),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "S3 bucket '{}' is not reachable at {endpoint}: check S3_ENDPOINT, credentials and the network \
+                     (the service starts, but /ready answers 503 until the store answers)",
+                    settings.bucket
+                ),
+            }
             Ok((Arc::new(Instrumented::new(Arc::new(store))), None))
         }
     }
@@ -69,6 +86,12 @@ pub async fn load_profiles(source: Option<&str>, s3: &S3Settings) -> anyhow::Res
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let (store, signer) = build_store(&config).await?;
     let profiles = load_profiles(config.profiles_source.as_deref(), &config.profiles_s3).await?;
+    let names: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
+    tracing::info!(
+        file = config.profiles_source.as_deref().unwrap_or("<bundled config/profiles.yaml>"),
+        profiles = %names.join(", "),
+        "profiles loaded"
+    );
     if config.api_key.is_none() {
         tracing::warn!("API_KEY is not set: mutating endpoints are open to anyone (development mode)");
     }

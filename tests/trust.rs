@@ -359,3 +359,43 @@ async fn huge_last_byte_positions_clamp(backend: Backend) {
 }
 
 both_backends!(huge_last_byte_positions_clamp);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_are_listed_publicly_without_the_storage_layout() {
+    let app = spawn_secured(Backend::Fs).await;
+    let r = app.client.get(app.url("/v1/profiles")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "public: no API key");
+    let body: Value = r.json().await.unwrap();
+    let avatar = &body["profiles"]["avatar"];
+    assert_eq!(avatar["kind"], "image");
+    assert_eq!(avatar["allowed_mimes"], json!(["image/jpeg", "image/png", "image/webp"]));
+    assert_eq!(avatar["size_max_bytes"], 5_242_880);
+    assert_eq!(avatar["part_size_bytes"], 8 * 1024 * 1024);
+    assert_eq!(avatar["sizes"], json!(["128", "256"]));
+    assert_eq!(avatar["default_size"], "256");
+    assert_eq!(avatar["format"], "webp");
+    assert!(avatar["extensions"].as_array().unwrap().contains(&json!("jpg")));
+    assert_eq!(body["profiles"]["clip"]["kind"], "video");
+    assert_eq!(body["profiles"]["clip"]["max_batch_size"], 2);
+    let text = body.to_string();
+    assert!(!text.contains("originals/") && !text.contains("thumbnails/"), "no storage layout: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn originals_carry_a_file_name_and_unknown_profiles_list_the_known_ones() {
+    let app = spawn_secured(Backend::Fs).await;
+    let id = unique("n");
+    upload(
+        &app,
+        json!({"profile": "avatar", "key_base": id, "mime": "image/jpeg", "size_bytes": solid_jpeg([1, 2, 3]).len()}),
+        solid_jpeg([1, 2, 3]),
+    )
+    .await;
+    let r = app.client.get(app.url(&format!("/originals/avatar/{id}"))).send().await.unwrap();
+    assert_eq!(r.headers()["content-disposition"], format!("inline; filename=\"{id}.jpg\"").as_str());
+    let r = app.client.get(app.url(&format!("/thumb/avatar/{id}?width=128"))).send().await.unwrap();
+    assert_eq!(r.headers()["content-disposition"], format!("inline; filename=\"{id}_128.webp\"").as_str());
+    let r = app.client.get(app.url("/originals/nope/x")).send().await.unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("avatar, clip"), "{body}");
+}

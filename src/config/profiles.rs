@@ -260,12 +260,18 @@ convert_to: "webp"
 impl Profiles {
     /// Parses and validates a profiles file; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
-        let raw: RawFile = serde_yaml_ng::from_str(text).map_err(|e| ConfigError {
-            file: file.to_owned(),
-            profile: None,
-            field: None,
-            line: e.location().map(|l| l.line()),
-            message: e.to_string(),
+        let raw: RawFile = serde_yaml_ng::from_str(text).map_err(|e| {
+            let message = e.to_string();
+            // The parser knows only where the map starts; the line to fix is
+            // the second definition.
+            let twice = message.split('\'').nth(1).filter(|_| message.contains("is defined twice"));
+            ConfigError {
+                file: file.to_owned(),
+                profile: twice.map(str::to_owned),
+                field: None,
+                line: twice.and_then(|name| second_definition(text, name)).or(e.location().map(|l| l.line())),
+                message,
+            }
         })?;
         if raw.profiles.is_empty() {
             return Err(ConfigError {
@@ -323,6 +329,11 @@ impl Profiles {
         self.by_name.values()
     }
 
+    /// The profile names, comma-separated (for messages).
+    pub fn names(&self) -> String {
+        self.by_name.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+    }
+
     /// The profile whose `storage_path` an object key was made from: the one
     /// with the longest literal prefix the key starts with.
     pub fn for_object_key(&self, key: &str) -> Option<&Arc<Profile>> {
@@ -331,6 +342,17 @@ impl Profiles {
             .filter(|p| key.starts_with(p.storage_path.literal_prefix()))
             .max_by_key(|p| p.storage_path.literal_prefix().len())
     }
+}
+
+/// The line (1-based) of the second `name:` key at the profiles' indentation.
+fn second_definition(text: &str, name: &str) -> Option<usize> {
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let is_def = |l: &&str| {
+        indent(l) > 0 && l.trim_start().split(':').next().is_some_and(|k| k.trim().trim_matches(['"', '\'']) == name)
+    };
+    let mut defs = text.lines().enumerate().filter(|(_, l)| is_def(l));
+    let (first, first_line) = defs.next()?;
+    defs.find(|(_, l)| indent(l) == indent(first_line)).map(|(i, _)| i + 1).filter(|&i| i > first + 1)
 }
 
 /// Finds the line of `field` inside profile `name` (1-based), by indentation.
@@ -569,7 +591,7 @@ mod tests {
         let one = "  a:\n    allowed_mimes: [image/png]\n    size_max_bytes: 10\n    storage_path: x/{key_base}\n    sizes: [64]\n";
         let e = Profiles::parse(&format!("profiles:\n{one}{one}"), "p.yaml").unwrap_err();
         assert!(e.to_string().contains("profile 'a' is defined twice"), "{e}");
-        assert_eq!(e.line, Some(2), "the parser knows where the map starts: {e}");
+        assert_eq!(e.line, Some(7), "the second definition's line: {e}");
     }
 
     #[test]

@@ -215,7 +215,7 @@ impl From<StorageError> for ApiError {
 impl From<AssetError> for ApiError {
     fn from(e: AssetError) -> Self {
         match e {
-            AssetError::UnknownProfile(_) => Self::NotFound(e.to_string()),
+            AssetError::UnknownProfile { .. } => Self::NotFound(e.to_string()),
             AssetError::Key(k) => k.into(),
             AssetError::ExtensionRequired(_) => Self::bad_request(e.to_string()),
         }

@@ -139,6 +139,8 @@ pub struct MediaHeaders {
     pub max_age: u64,
     /// Whether ranges are offered (`Accept-Ranges: bytes`).
     pub ranges: bool,
+    /// The file name a browser or `curl -OJ` saves it as (`Content-Disposition: inline`).
+    pub filename: Option<String>,
     /// Extra `Vary` value (e.g. `Accept` for format=auto).
     pub vary: Option<&'static str>,
 }
@@ -151,6 +153,10 @@ impl MediaHeaders {
             }
         };
         set(header::ETAG, &self.etag);
+        if let Some(name) = &self.filename {
+            // Names are built from key bases and extensions: [A-Za-z0-9_.-] only.
+            set(header::CONTENT_DISPOSITION, &format!("inline; filename=\"{name}\""));
+        }
         set(header::CACHE_CONTROL, &format!("public, max-age={}", self.max_age));
         if let Some(t) = self.last_modified {
             set(header::LAST_MODIFIED, &httpdate::fmt_http_date(t));

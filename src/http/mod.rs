@@ -12,6 +12,7 @@ pub mod media;
 pub mod observe;
 pub mod openapi;
 pub mod originals;
+pub mod profiles;
 pub mod thumbs;
 pub mod uploads;
 
@@ -45,6 +46,7 @@ pub fn app(state: AppState) -> Router {
             "/thumb/{profile}/{image_id}",
             get(thumbs::get_thumb).post(thumbs::post_thumb.layer(DefaultBodyLimit::disable()).layer(with_key.clone())),
         )
+        .route("/v1/profiles", get(profiles::list_profiles))
         .route("/v1/uploads/presign", post(uploads::presign).route_layer(with_key.clone()))
         // The upload's token authorises these (checked in the handlers), or the API key.
         .route("/v1/uploads/presign/parts", post(uploads::presign_parts))

@@ -82,7 +82,16 @@ async fn media_headers(
         let head = state.store.get(key, Some(ByteRange::Bounded { start: 0, end: 63 })).await?.collect(64).await?;
         choose_content_type(stored, Some(&head))
     };
+    let ext = match &asset.ext {
+        Some(ext) => Some(ext.as_str().to_owned()),
+        None => crate::media_type::resolve(&content_type).map(|t| t.extension().to_owned()),
+    };
+    let filename = Some(match ext {
+        Some(ext) => format!("{}.{ext}", asset.key_base),
+        None => asset.key_base.to_string(),
+    });
     Ok(MediaHeaders {
+        filename,
         content_type,
         etag: meta.etag.clone(),
         last_modified: Some(meta.last_modified),

@@ -94,6 +94,7 @@ pub async fn get_thumb(
         .map_err(|e| ApiError::Forbidden(e.to_string()))?;
     let variant = state.thumbs.get(&asset, &req).await?;
     let media = MediaHeaders {
+        filename: Some(format!("{}_{}.{}", asset.key_base, req.width, req.format.extension())),
         content_type: variant.content_type.to_owned(),
         etag: variant.etag.clone(),
         last_modified: Some(variant.last_modified),

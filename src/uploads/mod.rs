@@ -332,7 +332,9 @@ fn check(profiles: &Profiles, req: &PresignRequest) -> Result<Checked> {
     let profile_name = req.profile.as_deref().filter(|p| !p.is_empty()).unwrap_or("default");
     let profile = profiles
         .get(profile_name)
-        .ok_or_else(|| UploadError::BadRequest(format!("unknown profile '{profile_name}'")))?
+        .ok_or_else(|| {
+            UploadError::BadRequest(format!("unknown profile '{profile_name}' (profiles: {})", profiles.names()))
+        })?
         .clone();
     if let Some(kind) = req.kind.as_deref().filter(|k| !k.is_empty())
         && kind != profile.kind.as_str()
