@@ -16,6 +16,7 @@
 //! - [`shutdown`]: signals, draining and background work.
 //! - [`state`]: what every request shares.
 //! - [`uploads`]: presign, multipart batches, resume, completion with verification, and the upload token.
+//! - [`video`]: ffmpeg as a sandboxed child: probes, poster frames, proxies.
 //! - [`startup`]: wiring config to store to router, and `run`.
 //! - [`client`]: the upload client behind `mediaflow upload` (presign, parallel
 //!   parts with retries, resume file, progress), callable as [`client::upload`].
@@ -34,6 +35,7 @@ pub mod state;
 pub mod storage;
 pub mod thumbs;
 pub mod uploads;
+pub mod video;
 
 pub use http::app;
 pub use startup::run;
