@@ -14,4 +14,6 @@ scripts/seaweedfs.sh start "$work"
 source "$work/env"
 # S3 tests fail instead of skipping if the server is somehow missing.
 export MEDIAFLOW_REQUIRE_S3=1
+# Video tests fail instead of skipping if ffmpeg is somehow missing.
+export MEDIAFLOW_REQUIRE_FFMPEG=1
 cargo test "$@"
