@@ -14,10 +14,15 @@ const types = {
 // Only what the pages need: never node_modules or the test.
 const servable = /^\/(?:[\w-]+\.(?:html|css)|src\/[\w-]+\.js|dist\/[\w.-]+)$/;
 
-/** Starts the server; resolves to it once it listens (its port: `server.address().port`). */
-export function serve(port = 8000, host = '127.0.0.1') {
+/**
+ * Starts the server; resolves to it once it listens (its port:
+ * `server.address().port`). `routes` maps a path to a handler `(req, res)`:
+ * a stand-in for your application's backend (the test's presign route).
+ */
+export function serve(port = 8000, host = '127.0.0.1', { routes = {} } = {}) {
   const server = http.createServer((req, res) => {
     const url = new URL(req.url, 'http://x');
+    if (Object.hasOwn(routes, url.pathname)) return routes[url.pathname](req, res);
     const rel = url.pathname === '/' ? '/index.html' : url.pathname;
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'method not allowed');
     if (!servable.test(rel)) return send(res, 404, 'not found');

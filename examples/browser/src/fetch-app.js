@@ -23,10 +23,9 @@ form.addEventListener('submit', async (ev) => {
 
 async function uploadOne(file, profile, multipart) {
   const item = addResult(file.name);
-  const keyBase = mf.keyBaseFor(file.name);
   try {
     item.status('presigning');
-    const answer = await mf.presign(cfg, { file, profile, keyBase, multipart });
+    const answer = await mf.presign(cfg, { file, profile, keyBase: mf.keyBaseFor(file.name), multipart });
     const { single, multipart: mp } = answer.upload;
     if (single) {
       item.set({ mode: 'single', objectKey: answer.object_key });
@@ -44,7 +43,7 @@ async function uploadOne(file, profile, multipart) {
         throw err;
       }
     }
-    item.done(profile, keyBase, mf.thumbUrl(cfg, profile, keyBase));
+    item.done(answer.profile, answer.key_base, mf.thumbUrl(cfg, answer.profile, answer.key_base));
   } catch (err) {
     item.fail(err);
   }

@@ -45,11 +45,15 @@ export function keyBaseFor(fileName) {
  * returns MediaFlow's answer unchanged; without it (development: MediaFlow on
  * loopback without API_KEY) the page asks MediaFlow itself.
  *
- * `multipart` is MediaFlow's `auto` | `force` | `off`.
+ * `multipart` is MediaFlow's `auto` | `force` | `off`. The answer carries
+ * `key_base` and `profile` (the backend's, when it sent them) for the
+ * thumbnail URL.
  */
 export async function presign(cfg, { file, profile, keyBase, multipart = 'auto' }) {
   const body = { key_base: keyBase, mime: file.type, size_bytes: file.size, profile, multipart };
-  return requestJson('POST', cfg.presignUrl || `${cfg.api}/v1/uploads/presign`, body);
+  const answer = await requestJson('POST', cfg.presignUrl || `${cfg.api}/v1/uploads/presign`, body);
+  // A backend that chooses the key_base and profile itself returns them beside MediaFlow's answer.
+  return { key_base: keyBase, profile, ...answer };
 }
 
 /** POST /v1/uploads/presign/parts: URLs for parts `start`..`start+count-1`, authorised by the token. */

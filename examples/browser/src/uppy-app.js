@@ -86,11 +86,15 @@ uppy.addPreProcessor(async (fileIDs) => {
   const multipart = options.elements.force.checked ? 'force' : 'auto';
   await Promise.all(fileIDs.map(async (id) => {
     const file = uppy.getFile(id);
-    const keyBase = mf.keyBaseFor(file.name);
     try {
       calls.presign = (calls.presign ?? 0) + 1;
-      const answer = await mf.presign(cfg, { file: { type: file.type, size: file.size }, profile, keyBase, multipart });
-      const u = { profile, keyBase, objectKey: answer.object_key, ...answer.upload, urls: new Map(), fetching: null };
+      const answer = await mf.presign(cfg, {
+        file: { type: file.type, size: file.size }, profile, keyBase: mf.keyBaseFor(file.name), multipart,
+      });
+      const u = {
+        profile: answer.profile, keyBase: answer.key_base, objectKey: answer.object_key, ...answer.upload,
+        urls: new Map(), fetching: null,
+      };
       if (u.multipart) {
         for (const p of u.multipart.parts) u.urls.set(p.part_number, p);
         partSizes.set(file.data, u.multipart.part_size);

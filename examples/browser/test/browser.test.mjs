@@ -77,10 +77,13 @@ if (!skip && !fs.existsSync(BIN)) throw new Error(`${BIN} is missing: run cargo 
 
 const SMALL = { path: path.join(work, 'small.png'), width: 640, height: 480, thumb: [256, 192] };
 const BIG = { path: path.join(work, 'big.png'), width: 2400, height: 2400, thumb: [256, 256] };
+const MID = { path: path.join(work, 'mid.png'), width: 1800, height: 1800, thumb: [256, 256] };
 fs.writeFileSync(SMALL.path, quadrantPng(SMALL.width, SMALL.height));
 // Stored, not compressed: 16.5 MiB of real image, 2 full parts and a remainder.
 fs.writeFileSync(BIG.path, quadrantPng(BIG.width, BIG.height, 0));
-for (const f of [SMALL, BIG]) f.sha256 = sha256(fs.readFileSync(f.path));
+// 9.3 MiB: 2 parts of 5 MiB (the production-shape profile below).
+fs.writeFileSync(MID.path, quadrantPng(MID.width, MID.height, 0));
+for (const f of [SMALL, BIG, MID]) f.sha256 = sha256(fs.readFileSync(f.path));
 assert.ok(fs.statSync(BIG.path).size > 2 * PART_SIZE, 'the multipart file must make at least 2 full parts');
 
 /** A copy of a test file under another name (pages key their results by file name). */
@@ -92,7 +95,10 @@ function copyAs(file, name) {
 
 // ---- the pages' origin ----------------------------------------------------
 
-const pages = await serve(0);
+// The pages' server is also "your backend": its presign route adds the API
+// key (see `productionShape`), as an application's server would.
+let backendPresign = (req, res) => { res.writeHead(503); res.end(); };
+const pages = await serve(0, '127.0.0.1', { routes: { '/api/uploads/presign': (req, res) => backendPresign(req, res) } });
 cleanups.push(() => new Promise((r) => pages.close(r)));
 const ORIGIN = `http://127.0.0.1:${pages.address().port}`;
 
@@ -104,7 +110,8 @@ after(() => {
   fs.writeFileSync(path.join(ARTIFACTS, 'preflights.json'), `${JSON.stringify(measurements, null, 2)}\n`);
   console.log(`\nCORS preflights (OPTIONS) per upload, on loopback${RTT_MS ? ` with ${RTT_MS} ms round trips` : ''}:`);
   for (const m of measurements) {
-    console.log(`  ${m.backend.padEnd(3)} ${m.client.padEnd(6)} ${m.upload.padEnd(9)} ${String(m.puts).padStart(2)} PUTs, ` +
+    const what = `${m.upload}${m.presign === 'backend' ? ' (backend presigns)' : ''}`;
+    console.log(`  ${m.backend.padEnd(3)} ${m.client.padEnd(6)} ${what.padEnd(28)} ${String(m.puts).padStart(2)} PUTs, ` +
       `${String(m.preflights).padStart(2)} preflights (${Object.entries(m.by_kind).map(([k, v]) => `${k} ${v}`).join(', ')}), ` +
       `each ${m.preflight_median_ms.toFixed(1)} ms (median; max ${m.preflight_max_ms.toFixed(1)}), upload ${m.wall_ms.toFixed(0)} ms`);
   }
@@ -123,11 +130,13 @@ for (const backend of ['fs', 's3']) {
       } else {
         store = await s3Store();
         applyReadmeCorsRule(store, ORIGIN);
-        mf = await startMediaflow(backend, {
+        const s3Env = {
           S3_BUCKET: store.bucket, S3_ENDPOINT: store.endpoint, S3_REGION: store.region,
           PUBLIC_S3_ENDPOINT: RTT_MS ? await delayProxy(store.endpoint) : store.endpoint,
           AWS_ACCESS_KEY_ID: store.access, AWS_SECRET_ACCESS_KEY: store.secret,
-        });
+        };
+        mf = await startMediaflow(backend, s3Env);
+        mf.s3Env = s3Env;
       }
       // Upload URLs of the fs backend follow the Host the page used: the proxy's.
       if (RTT_MS) mf.url = await delayProxy(mf.url);
@@ -221,6 +230,39 @@ for (const backend of ['fs', 's3']) {
       await page.context().close();
     });
 
+    it('production shape: the backend presigns with the API key, the page uses the token for the rest', WAIT, async () => {
+      // A second MediaFlow on the same store, with API_KEY and a profile whose
+      // part URLs come one per batch: the second part's URL is fetched by the
+      // page from presign/parts with the upload token.
+      const apiKey = 'browser-test-key-0123456789';
+      const profiles = path.join(work, `profiles-${backend}.yaml`);
+      fs.writeFileSync(profiles, PRODUCTION_PROFILES);
+      const env = { API_KEY: apiKey, STORAGE_CONFIG_PATH: profiles };
+      const prod = await startMediaflow(`${backend}-api-key`, backend === 'fs'
+        ? { ...env, DATA_DIR: path.join(work, 'data-api-key') }
+        : { ...env, ...mf.s3Env });
+      if (RTT_MS) prod.url = await delayProxy(prod.url);
+      backendPresign = productionShape(prod.url, apiKey);
+      for (const client of ['uppy', 'fetch']) {
+        const { page, net } = await openPage(client, prod, '&presign=/api/uploads/presign');
+        const file = copyAs(MID, `mid-${client}.png`);
+        const data = await upload(page, client, file, { force: true }, net, backend, 'backend');
+        assert.deepEqual([data.mode, data.parts, data.profile], ['multipart', '2', 'browser']);
+        assert.match(data.keyBase, /^app-chosen-/, 'the backend chose the key');
+        assert.equal(net.requests().parts, 1, 'the second part URL came from presign/parts');
+        await checkUpload(page, prod, data, file);
+        await page.screenshot({ path: path.join(ARTIFACTS, `${backend}-${client}-backend-presign.png`), fullPage: true });
+        // The page alone cannot presign: MediaFlow wants the key it does not have.
+        const direct = await page.evaluate(async (api) => {
+          const mf = await import('/src/mediaflow.js');
+          const png = new File([new Uint8Array(8)], 'x.png', { type: 'image/png' });
+          return mf.presign({ api }, { file: png, profile: 'browser', keyBase: 'x' }).then(() => 'ok', (e) => [e.status, e.code]);
+        }, prod.url);
+        assert.deepEqual(direct, [401, 'unauthorized']);
+        await page.context().close();
+      }
+    });
+
     it('a page from an origin not allowed can neither call MediaFlow nor PUT to the store', WAIT, async () => {
       const other = await serve(0);
       try {
@@ -253,16 +295,60 @@ for (const backend of ['fs', 's3']) {
   });
 }
 
+// ---- production shape -----------------------------------------------------
+
+const PRODUCTION_PROFILES = `profiles:
+  browser:
+    kind: "image"
+    allowed_mimes: ["image/png", "image/jpeg", "image/webp"]
+    size_max_bytes: 67108864
+    multipart_threshold_mb: 15
+    part_size_mb: 5
+    initial_batch_size: 1
+    max_batch_size: 2
+    token_ttl_seconds: 900
+    storage_path: "originals/browser/{key_base}"
+    enable_sharding: false
+    thumb_folder: "thumbnails/browser"
+    sizes: ["256"]
+    default_size: "256"
+    quality: 85
+    convert_to: "webp"
+`;
+
+/**
+ * "Your backend"'s presign route (docs/browser.md): it chooses the profile and
+ * key itself, presigns with the API key and returns MediaFlow's answer, plus
+ * the key and profile, to the page.
+ */
+function productionShape(mediaflowUrl, apiKey) {
+  let n = 0;
+  return async (req, res) => {
+    let body = '';
+    for await (const chunk of req) body += chunk;
+    const { mime, size_bytes, multipart } = JSON.parse(body);
+    const key_base = `app-chosen-${Date.now()}-${n++}`;
+    const profile = 'browser';
+    const answer = await fetch(`${mediaflowUrl}/v1/uploads/presign`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${apiKey}` },
+      body: JSON.stringify({ key_base, profile, mime, size_bytes, multipart }),
+    });
+    res.writeHead(answer.status, { 'Content-Type': 'application/json' });
+    res.end(JSON.stringify({ ...(await answer.json()), key_base, profile }));
+  };
+}
+
 // ---- helpers: browser -----------------------------------------------------
 
 /** A fresh browser context (empty preflight cache) on one of the example pages, recording its network. */
-async function openPage(client, mf) {
+async function openPage(client, mf, query = '') {
   const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
   const net = await recordNetwork(context, page);
-  await page.goto(`${ORIGIN}/${client}.html?api=${encodeURIComponent(mf.url)}`);
+  await page.goto(`${ORIGIN}/${client}.html?api=${encodeURIComponent(mf.url)}${query}`);
   assert.deepEqual(errors, [], 'the page loads without script errors');
   return { page, net };
 }
@@ -271,7 +357,7 @@ async function openPage(client, mf) {
  * Uploads one file through a page and waits for its result. Returns the result
  * item's data (mode, parts, keyBase, …) and records the preflights it cost.
  */
-async function upload(page, client, file, { force, paused = false }, net, backend) {
+async function upload(page, client, file, { force, paused = false }, net, backend, presign = 'page') {
   const name = path.basename(file.path);
   await page.locator('input[name=force]').setChecked(force);
   net.reset();
@@ -293,7 +379,7 @@ async function upload(page, client, file, { force, paused = false }, net, backen
   const byKind = {};
   for (const p of pf) byKind[p.kind] = (byKind[p.kind] ?? 0) + 1;
   measurements.push({
-    backend, client, upload: paused ? 'resumed' : data.mode, file: name, puts: net.puts(), preflights: pf.length, by_kind: byKind,
+    rtt_ms: RTT_MS, backend, client, presign, upload: paused ? 'resumed' : data.mode, file: name, puts: net.puts(), preflights: pf.length, by_kind: byKind,
     preflight_median_ms: median(pf.map((p) => p.ms)), preflight_max_ms: Math.max(0, ...pf.map((p) => p.ms)), wall_ms: wallMs,
   });
   if (paused) return data; // parts cut short by the pause are sent again
@@ -336,8 +422,11 @@ async function recordNetwork(context, page) {
   let open = new Map();
   let preflights = [];
   let puts = 0;
+  let requests = {};
   cdp.on('Network.requestWillBeSent', ({ requestId, request, timestamp }) => {
-    if (request.method === 'OPTIONS') open.set(requestId, { kind: kindOf(request.url), t0: timestamp });
+    const kind = kindOf(request.url);
+    if (request.method === 'OPTIONS') open.set(requestId, { kind, t0: timestamp });
+    else requests[kind] = (requests[kind] ?? 0) + 1;
     if (request.method === 'PUT') puts++;
   });
   const finish = ({ requestId, timestamp }) => {
@@ -348,14 +437,16 @@ async function recordNetwork(context, page) {
   cdp.on('Network.loadingFinished', finish);
   cdp.on('Network.loadingFailed', finish);
   return {
-    reset() { open = new Map(); preflights = []; puts = 0; },
+    reset() { open = new Map(); preflights = []; puts = 0; requests = {}; },
     preflights: () => preflights,
+    requests: () => requests,
     puts: () => puts,
   };
 }
 
 function kindOf(url) {
   const u = new URL(url);
+  if (u.origin === ORIGIN) return u.pathname.startsWith('/api/') ? 'backend' : 'page';
   if (u.searchParams.has('partNumber')) return 'part';
   if (u.pathname.includes('/complete/')) return 'complete';
   if (u.pathname.includes('/abort/')) return 'abort';
