@@ -121,7 +121,7 @@ after(() => {
 
 for (const backend of ['fs', 's3']) {
   describe(`${backend} backend`, { skip }, () => {
-    let mf; // the running MediaFlow: { url, stop }
+    let mf; // the running MediaFlow: { url } (and s3Env, to start a second one on the same bucket)
     let store; // S3 only
 
     before(async () => {
