@@ -783,6 +783,17 @@ async fn a_put_racing_a_complete(backend: Backend) {
     }
 }
 
+/// Whether `key` is stored within 10 s.
+async fn appears(app: &TestApp, key: &mediaflow::storage::ObjectKey) -> bool {
+    for _ in 0..100 {
+        if app.state.store.head(key).await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 async fn a_dropped_complete_runs_to_its_end(backend: Backend) {
     let mut faulty = None;
     let app = common::spawn_secured_wrapping(backend, |store| {
@@ -806,19 +817,36 @@ async fn a_dropped_complete_runs_to_its_end(backend: Backend) {
     assert!(request.await.unwrap_err().is_cancelled());
     // The complete goes on without it: the object appears, whole.
     let key = mediaflow::storage::ObjectKey::parse(sent.key.clone()).unwrap();
-    let mut stored = false;
-    for _ in 0..100 {
-        if app.state.store.head(&key).await.is_ok() {
-            stored = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(stored, "the dropped complete still stored the object");
+    assert!(appears(&app, &key).await, "the abandoned complete still stored the object");
     // A rerun's complete gets the answer the first one would have had.
     let r = complete(&app, &sent).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"status": "completed", "object_key": sent.key}));
+    assert_eq!(original(&app, "clip", &id).await.bytes().await.unwrap(), data);
+
+    // The request's own future dropped mid-way (a request timeout, a
+    // connection the server closes): the complete still runs to its end.
+    let id = unique("cy");
+    let sent = send_parts(&app, &id, &data, "video/mp4", "clip").await;
+    let parts: Vec<_> = sent.parts["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| mediaflow::uploads::CompleteRequestPart {
+            part_number: p["part_number"].as_u64().unwrap() as u32,
+            etag: p["etag"].as_str().unwrap().to_owned(),
+        })
+        .collect();
+    let req = mediaflow::uploads::CompleteRequest { parts };
+    let key = mediaflow::storage::ObjectKey::parse(sent.key.clone()).unwrap();
+    let auth = mediaflow::uploads::UploadAuth::ApiKey;
+    tokio::select! {
+        r = app.state.complete_upload(&key, &sent.upload_id, &req, &auth) => panic!("finished too soon: {r:?}"),
+        () = faulty.complete_started.notified() => {}
+    }
+    assert!(appears(&app, &key).await, "the dropped complete still stored the object");
+    let r = complete(&app, &sent).await;
+    assert_eq!(r.status(), 200);
     assert_eq!(original(&app, "clip", &id).await.bytes().await.unwrap(), data);
     if backend == Backend::Fs {
         assert_eq!(common::temp_entries(&app), Vec::<std::path::PathBuf>::new());
