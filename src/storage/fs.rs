@@ -18,6 +18,14 @@
 //! Keys are validated [`ObjectKey`]s (no `..`, no dot-segments, no backslash),
 //! and upload ids are checked to be the hex ids this backend makes, so no input
 //! reaches outside `DATA_DIR`.
+//!
+//! Cancellation: a `tokio::fs` call runs on the blocking pool and finishes
+//! even when the future awaiting it is dropped, so a dropped write could
+//! create, link or rename a name after its guard has cleaned up. Every step
+//! that creates, links or renames a name (a few microseconds of metadata
+//! work) is therefore a plain `std::fs` call, made within one poll; only
+//! data reads and writes, on files a guard owns, are awaited. Installing an
+//! object and writing its sidecar happen with no await in between.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -64,6 +72,14 @@ struct Sidecar {
     mtime_ns: u128,
     /// The multipart upload that completed the object (its id is its tag).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    upload_id: Option<String>,
+}
+
+/// What a sidecar records besides the file's size and time.
+#[derive(Debug)]
+struct Recorded {
+    content_type: Option<String>,
+    etag: String,
     upload_id: Option<String>,
 }
 
@@ -201,7 +217,7 @@ impl FsStore {
     /// the temp file and the MD5 of the bytes.
     async fn write_temp(&self, body: PutBody) -> Result<(TempPath, [u8; 16])> {
         let tmp = self.temp_path();
-        let mut file = fs::File::create(&tmp.path).await.map_err(io_err)?;
+        let mut file = fs::File::from_std(std::fs::File::create(&tmp.path).map_err(io_err)?);
         let mut md5 = Md5::new();
         let mut written = 0u64;
         let mut stream = body.stream;
@@ -221,12 +237,14 @@ impl FsStore {
         Ok((tmp, md5.finalize().into()))
     }
 
-    /// Moves a finished temp file to `key`; with `exclusive`, fails when the
-    /// object exists (a hard link never replaces its target, unlike rename,
-    /// so of several racing writers exactly one succeeds).
-    async fn install(&self, tmp: TempPath, key: &ObjectKey, exclusive: bool) -> Result<()> {
+    /// Moves a finished temp file to `key` and records its sidecar, with no
+    /// await in between (see the module doc). With `exclusive` it fails when
+    /// the object exists: a hard link never replaces its target, unlike
+    /// rename, so of several racing writers exactly one succeeds.
+    async fn install(&self, tmp: TempPath, key: &ObjectKey, exclusive: bool, record: Recorded) -> Result<ObjectMeta> {
         let dest = self.path(key);
         let parent = dest.parent().expect("keys have a parent under root");
+        // Creating folders is harmless should it finish after a drop.
         if let Err(e) = fs::create_dir_all(parent).await {
             return Err(if e.kind() == ErrorKind::NotADirectory || e.kind() == ErrorKind::AlreadyExists {
                 StorageError::Backend(format!("a parent of '{key}' is an object"))
@@ -236,31 +254,27 @@ impl FsStore {
         }
         if exclusive {
             // The guard removes the temp name; the object keeps the inode.
-            return match fs::hard_link(&tmp.path, &dest).await {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(StorageError::AlreadyExists),
-                Err(e) => Err(io_err(e)),
-            };
+            match std::fs::hard_link(&tmp.path, &dest) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(StorageError::AlreadyExists),
+                Err(e) => return Err(io_err(e)),
+            }
+        } else {
+            std::fs::rename(&tmp.path, &dest).map_err(io_err)?;
+            tmp.disarm();
         }
-        fs::rename(&tmp.path, &dest).await.map_err(io_err)?;
-        tmp.disarm();
-        Ok(())
+        self.write_sidecar(key, record)
     }
 
-    async fn write_sidecar(
-        &self,
-        key: &ObjectKey,
-        content_type: Option<String>,
-        etag: String,
-        upload_id: Option<String>,
-    ) -> Result<ObjectMeta> {
-        let meta = fs::metadata(self.path(key)).await.map_err(io_err)?;
+    fn write_sidecar(&self, key: &ObjectKey, record: Recorded) -> Result<ObjectMeta> {
+        let meta = std::fs::metadata(self.path(key)).map_err(io_err)?;
+        let Recorded { content_type, etag, upload_id } = record;
         let sidecar = Sidecar { content_type, etag, size: meta.len(), mtime_ns: mtime_ns(&meta), upload_id };
         let path = self.sidecar_path(key);
-        fs::create_dir_all(path.parent().expect("sidecars have a parent")).await.map_err(io_err)?;
+        std::fs::create_dir_all(path.parent().expect("sidecars have a parent")).map_err(io_err)?;
         let tmp = self.temp_path();
-        fs::write(&tmp.path, serde_json::to_vec(&sidecar).expect("serialisable")).await.map_err(io_err)?;
-        fs::rename(&tmp.path, &path).await.map_err(io_err)?;
+        std::fs::write(&tmp.path, serde_json::to_vec(&sidecar).expect("serialisable")).map_err(io_err)?;
+        std::fs::rename(&tmp.path, &path).map_err(io_err)?;
         tmp.disarm();
         Ok(self.meta_from(key, &meta, Some(sidecar)))
     }
@@ -449,8 +463,8 @@ impl ObjectStore for FsStore {
 
     async fn put(&self, key: &ObjectKey, body: PutBody, opts: PutOptions) -> Result<ObjectMeta> {
         let (tmp, md5) = self.write_temp(body).await?;
-        self.install(tmp, key, opts.if_none_match).await?;
-        self.write_sidecar(key, opts.content_type, quoted(&hex::encode(md5)), None).await
+        let record = Recorded { content_type: opts.content_type, etag: quoted(&hex::encode(md5)), upload_id: None };
+        self.install(tmp, key, opts.if_none_match, record).await
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
@@ -459,6 +473,14 @@ impl ObjectStore for FsStore {
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) if e.kind() == ErrorKind::IsADirectory => return Ok(()),
             Err(e) => return Err(io_err(e)),
+        }
+        // A put racing this delete may have installed a new object (and its
+        // sidecar) since the file was removed: only a sidecar that describes
+        // no file goes.
+        if let Ok(meta) = fs::metadata(self.path(key)).await
+            && self.read_sidecar(key, &meta).await.is_some()
+        {
+            return Ok(());
         }
         let _ = fs::remove_file(self.sidecar_path(key)).await;
         Ok(())
@@ -513,7 +535,7 @@ impl ObjectStore for FsStore {
         let (tmp, md5) = self.write_temp(body).await?;
         let md5 = hex::encode(md5);
         let dest = dir.join(format!("{part_number}.{md5}.part"));
-        if let Err(e) = fs::rename(&tmp.path, &dest).await {
+        if let Err(e) = std::fs::rename(&tmp.path, &dest) {
             // The upload was completed or aborted while the part was arriving.
             return Err(if e.kind() == ErrorKind::NotFound { StorageError::NoSuchUpload } else { io_err(e) });
         }
@@ -542,13 +564,13 @@ impl ObjectStore for FsStore {
         let record = self.read_upload(key, &dir).await?;
         // Claim the upload: of two concurrent completions only one renames it.
         let claimed = self.internal.join("uploads").join(format!("{upload_id}{COMPLETING}"));
-        fs::rename(&dir, &claimed).await.map_err(|e| match e.kind() {
+        std::fs::rename(&dir, &claimed).map_err(|e| match e.kind() {
             ErrorKind::NotFound => StorageError::NoSuchUpload,
             _ => io_err(e),
         })?;
         let mut guard = Completing { claimed, dir, armed: true };
         // A new entry dates the folder, so the sweeper knows when assembly began.
-        fs::write(guard.claimed.join("completing"), b"").await.map_err(io_err)?;
+        std::fs::write(guard.claimed.join("completing"), b"").map_err(io_err)?;
         // Any failure (a wrong part list, a lost race, a cancelled future)
         // drops the guard, which puts the upload back as it was.
         self.assemble(key, &guard.claimed, parts, record.content_type, upload_id).await?;
@@ -557,7 +579,7 @@ impl ObjectStore for FsStore {
         // before the parts are deleted, the temp guard deletes them.
         let spent = self.temp_path();
         // The object is in place: what follows is cleanup, never a failure.
-        let _ = match fs::rename(&guard.claimed, &spent.path).await {
+        let _ = match std::fs::rename(&guard.claimed, &spent.path) {
             Ok(()) => fs::remove_dir_all(&spent.path).await,
             Err(_) => fs::remove_dir_all(&guard.claimed).await,
         };
@@ -568,7 +590,7 @@ impl ObjectStore for FsStore {
         let dir = self.upload_dir(upload_id)?;
         self.read_upload(key, &dir).await?;
         let doomed = self.temp_path();
-        fs::rename(&dir, &doomed.path).await.map_err(|e| match e.kind() {
+        std::fs::rename(&dir, &doomed.path).map_err(|e| match e.kind() {
             ErrorKind::NotFound => StorageError::NoSuchUpload,
             _ => io_err(e),
         })?;
@@ -620,8 +642,8 @@ impl ObjectStore for FsStore {
     async fn check(&self) -> Result<()> {
         // Writable, not just present: a read-only or full disk is not ready.
         let probe = self.temp_path();
-        fs::write(&probe.path, b"ok").await.map_err(io_err)?;
-        fs::remove_file(&probe.path).await.map_err(io_err)
+        std::fs::write(&probe.path, b"ok").map_err(io_err)?;
+        std::fs::remove_file(&probe.path).map_err(io_err)
     }
 }
 
@@ -662,7 +684,7 @@ impl FsStore {
             files.push(path.clone());
         }
         let tmp = self.temp_path();
-        let mut out = fs::File::create(&tmp.path).await.map_err(io_err)?;
+        let mut out = fs::File::from_std(std::fs::File::create(&tmp.path).map_err(io_err)?);
         for path in &files {
             let mut part = fs::File::open(path).await.map_err(io_err)?;
             tokio::io::copy(&mut part, &mut out).await.map_err(io_err)?;
@@ -672,12 +694,12 @@ impl FsStore {
         if written != total {
             return Err(StorageError::Backend("multipart assembly size mismatch".into()));
         }
-        // Never replaces an object: of racing completes (or a complete and a
-        // single PUT) exactly one links its file into place.
-        self.install(tmp, key, true).await?;
         // S3's multipart ETag: MD5 of the concatenated part MD5s, then "-N".
         let etag = quoted(&format!("{}-{}", hex::encode(Md5::digest(&md5s)), wanted.len()));
-        self.write_sidecar(key, Some(content_type), etag, Some(upload_id.to_owned())).await?;
+        let record = Recorded { content_type: Some(content_type), etag, upload_id: Some(upload_id.to_owned()) };
+        // Never replaces an object: of racing completes (or a complete and a
+        // single PUT) exactly one links its file into place.
+        self.install(tmp, key, true, record).await?;
         Ok(())
     }
 }

@@ -72,7 +72,9 @@ struct Holder {
 #[derive(Debug)]
 pub struct HeldClaim {
     key: ObjectKey,
-    etag: String,
+    /// Identifies this claim's record (not the ETag: the filesystem
+    /// backend's ETag lives in a sidecar, which a racing delete can remove).
+    nonce: String,
     markers: Vec<ObjectKey>,
 }
 
@@ -96,9 +98,10 @@ impl Claims {
         let mut markers = Vec::new();
         let mut pause = FIRST_PAUSE;
         loop {
-            let taken = self.put_claim(&claim, key, upload_id).await;
+            let nonce = hex::encode(rand::random::<[u8; 16]>());
+            let taken = self.put_claim(&claim, key, upload_id, &nonce).await;
             let held = match taken {
-                Ok(etag) => return Ok(HeldClaim { key: claim, etag, markers }),
+                Ok(()) => return Ok(HeldClaim { key: claim, nonce, markers }),
                 Err(StorageError::AlreadyExists) => self.read(&claim).await,
                 Err(e) => Err(e),
             };
@@ -136,13 +139,13 @@ impl Claims {
     /// Gives a claim back (best effort: a claim left behind goes stale and is
     /// taken over). Only removes it if it is still this complete's.
     pub async fn release(&self, held: HeldClaim) {
-        match self.store.head(&held.key).await {
-            Ok(meta) if meta.etag == held.etag => {
+        match self.read(&held.key).await {
+            Ok(Some(Holder { record: Some(record), .. })) if record.nonce == held.nonce => {
                 if let Err(e) = self.store.delete(&held.key).await {
                     tracing::warn!(error = %e, claim = %held.key, "could not remove a claim; it will go stale");
                 }
             }
-            Ok(_) | Err(StorageError::NotFound) => {}
+            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, claim = %held.key, "could not check a claim; it will go stale"),
         }
         self.remove_markers(&held.markers).await;
@@ -166,17 +169,17 @@ impl Claims {
         }
     }
 
-    async fn put_claim(&self, claim: &ObjectKey, key: &ObjectKey, upload_id: &str) -> Result<String> {
+    async fn put_claim(&self, claim: &ObjectKey, key: &ObjectKey, upload_id: &str, nonce: &str) -> Result<()> {
         let record = ClaimRecord {
             object_key: key.to_string(),
             upload_id: upload_id.to_owned(),
             instance: self.instance.clone(),
-            nonce: hex::encode(rand::random::<[u8; 16]>()),
+            nonce: nonce.to_owned(),
             claimed_at: crate::storage::signing::unix(SystemTime::now()),
         };
         let body = Bytes::from(serde_json::to_vec(&record).expect("serialisable"));
         let opts = PutOptions { content_type: Some("application/json".into()), if_none_match: true };
-        Ok(self.store.put(claim, body.into(), opts).await?.etag)
+        self.store.put(claim, body.into(), opts).await.map(|_| ())
     }
 
     /// The claim on the key, if any; its age by the store's clock.
@@ -201,7 +204,10 @@ impl Claims {
     /// Takes over `holder`'s claim if this complete wins its takeover marker;
     /// returns the marker, or `None` when another complete won it.
     async fn take_over(&self, claim: &ObjectKey, key: &ObjectKey, holder: &Holder) -> Result<Option<ObjectKey>> {
-        let digest = Sha256::digest(holder.etag.as_bytes());
+        // Named by the claim's own record where it has one (every reader sees
+        // the same bytes), else by its ETag.
+        let identity = holder.record.as_ref().map_or(holder.etag.as_str(), |r| r.nonce.as_str());
+        let digest = Sha256::digest(identity.as_bytes());
         let id = u128::from_be_bytes(digest[..16].try_into().expect("16 bytes"));
         let marker = ObjectKey::internal(InternalKey::ClaimTakeover(key, id));
         let opts = PutOptions { content_type: Some("application/json".into()), if_none_match: true };
@@ -259,6 +265,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn release_does_not_rely_on_the_sidecar() {
+        // On the filesystem backend a delete racing a put can remove the new
+        // object's sidecar (content type, ETag); a claim must still be released.
+        let (claims, store, dir) = claims().await;
+        let key = ObjectKey::parse("originals/a/k").unwrap();
+        let held = claims.acquire(&key, "up-1").await.unwrap();
+        let meta = dir.path().join(".mediaflow/meta");
+        for shard in std::fs::read_dir(&meta).unwrap() {
+            std::fs::remove_dir_all(shard.unwrap().path()).unwrap();
+        }
+        claims.release(held).await;
+        let claim = ObjectKey::internal(InternalKey::Claim(&key));
+        assert!(matches!(store.head(&claim).await, Err(StorageError::NotFound)));
+    }
+
+    #[tokio::test]
     async fn a_claim_left_by_this_instance_for_the_same_upload_is_taken_over() {
         let (claims, store, _dir) = claims().await;
         let key = ObjectKey::parse("originals/a/k").unwrap();
@@ -286,7 +308,7 @@ mod tests {
         let path = dir.path().join(".mediaflow/objects").join(claim.as_str().strip_prefix(".mediaflow/").unwrap());
         let old = SystemTime::now() - STALE_AFTER - Duration::from_secs(5);
         std::fs::File::options().write(true).open(&path).unwrap().set_modified(old).unwrap();
-        let stale = Holder { record: None, etag: store.head(&claim).await.unwrap().etag, age: STALE_AFTER };
+        let stale = claims.read(&claim).await.unwrap().unwrap();
 
         let held = tokio::time::timeout(Duration::from_secs(5), claims.acquire(&key, "up-a")).await.unwrap().unwrap();
         assert_eq!(held.markers.len(), 1, "taken over");
