@@ -680,7 +680,10 @@ async fn original(app: &TestApp, profile: &str, id: &str) -> reqwest::Response {
 
 async fn racing_completes_have_exactly_one_winner(backend: Backend) {
     let app = spawn_secured(backend).await;
-    for round in 0..3 {
+    // MEDIAFLOW_RACE_TRIALS=200 for a measurement: 20 rounds.
+    let rounds =
+        std::env::var("MEDIAFLOW_RACE_TRIALS").ok().and_then(|v| v.parse::<usize>().ok()).map_or(3, |t| t / 10);
+    for round in 0..rounds.max(3) {
         let id = unique("race");
         let mut uploads = Vec::new();
         for i in 0..4u8 {
@@ -705,6 +708,7 @@ async fn racing_completes_have_exactly_one_winner(backend: Backend) {
         }
         assert_eq!(complete(&app, winner).await.status(), 200, "the winner retried");
     }
+    eprintln!("{} rounds of 4 completes racing on {backend:?}: one winner each", rounds.max(3));
 }
 
 async fn a_complete_after_another_upload_won_is_409(backend: Backend) {
