@@ -251,6 +251,31 @@ async fn a_complete_interrupted_is_finished_by_a_rerun(backend: Backend) {
     assert!(StateFile::find(&file, Some(&files.cache())).is_none(), "the resume file goes once completed");
 }
 
+/// An interrupted upload whose key another upload took meanwhile: the rerun
+/// is told so (409) and drops its resume file, as the upload is spent.
+async fn a_rerun_after_another_upload_took_the_key_is_told_so(backend: Backend) {
+    let app = spawn_secured(backend).await;
+    let files = Files::new();
+    let data = mp4_like(12 * 1000 * 1000);
+    let file = files.write("movie.mp4", &data);
+    let id = unique("k");
+    let mut opts = options(&app, &files, &file, "clip", &id);
+    opts.fault = Some(Arc::new(|part, _| (part == 3).then_some(Fault::Interrupt)));
+    let err = upload(&opts).await.unwrap_err();
+    let ClientError::Incomplete { state_file, .. } = &err else { panic!("{err}") };
+    let state_file = state_file.clone();
+
+    let other_files = Files::new();
+    let other = other_files.write("other.mp4", &mp4_like(6 * 1000 * 1000));
+    upload(&options(&app, &other_files, &other, "clip", &id)).await.unwrap();
+
+    let err = upload(&options(&app, &files, &file, "clip", &id)).await.unwrap_err();
+    assert_eq!((err.code(), err.status()), (Some("conflict"), Some(409)), "{err}");
+    assert!(!state_file.exists(), "the spent upload's resume file is gone");
+    let r = get(&app, &format!("{}/originals/clip/{id}", app.base)).await;
+    assert_eq!(r.bytes().await.unwrap().len(), 6 * 1000 * 1000, "the other upload's object stays");
+}
+
 fn shard_of(id: &str) -> String {
     let key_base = mediaflow::storage::keys::KeyBase::parse(id).unwrap();
     mediaflow::storage::keys::Shard::of(&key_base).as_str().to_owned()
@@ -280,6 +305,7 @@ both_backends!(
     rolling_batches_retries_and_refreshed_urls,
     interrupted_upload_resumes,
     a_complete_interrupted_is_finished_by_a_rerun,
+    a_rerun_after_another_upload_took_the_key_is_told_so,
     server_errors_read_clearly,
 );
 
