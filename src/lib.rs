@@ -15,7 +15,8 @@
 //! - [`server`]: the accept loop with timeouts and graceful drain.
 //! - [`shutdown`]: signals, draining and background work.
 //! - [`state`]: what every request shares.
-//! - [`uploads`]: presign, multipart batches, resume, completion with verification, and the upload token.
+//! - [`uploads`]: presign, multipart batches, resume, completion with verification
+//!   ([`uploads::complete`]), the claims that serialise completes ([`uploads::claim`]), and the upload token.
 //! - [`video`]: ffmpeg as a sandboxed child: probes, poster frames, proxies.
 //! - [`startup`]: wiring config to store to router, and `run`.
 //! - [`client`]: the upload client behind `mediaflow upload` (presign, parallel

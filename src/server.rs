@@ -20,7 +20,10 @@ use crate::shutdown::Lifecycle;
 pub async fn serve(listener: TcpListener, app: Router, lifecycle: Lifecycle, idle: Duration, drain: Duration) -> bool {
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(idle).keep_alive(true);
+    // half_close: a client may shut its write side once the body is sent (curl
+    // and S3 SDKs can); without it hyper takes the EOF for a hang-up and drops
+    // the request unanswered.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(idle).keep_alive(true).half_close(true);
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(idle));
     loop {
         let (stream, _peer) = tokio::select! {

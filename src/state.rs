@@ -8,6 +8,7 @@ use crate::shutdown::Lifecycle;
 use crate::storage::DynStore;
 use crate::storage::signing::UrlSigner;
 use crate::thumbs::Thumbs;
+use crate::uploads::complete::Completions;
 
 /// Cheap to clone: everything lives behind one `Arc`.
 #[derive(Debug, Clone)]
@@ -28,6 +29,8 @@ pub struct Inner {
     pub lifecycle: Lifecycle,
     /// Thumbnails: cache, single-flight, bounded rendering.
     pub thumbs: Arc<Thumbs>,
+    /// Multipart completes in flight, and the claims that serialise them.
+    pub completions: Completions,
 }
 
 impl AppState {
@@ -36,7 +39,8 @@ impl AppState {
     pub fn new(config: Config, profiles: Profiles, store: DynStore, fs_signer: Option<UrlSigner>) -> Self {
         let lifecycle = Lifecycle::new();
         let thumbs = Arc::new(Thumbs::new(&config, store.clone(), lifecycle.clone()));
-        Self(Arc::new(Inner { config, profiles, store, fs_signer, lifecycle, thumbs }))
+        let completions = Completions::new(store.clone());
+        Self(Arc::new(Inner { config, profiles, store, fs_signer, lifecycle, thumbs, completions }))
     }
 }
 

@@ -296,13 +296,13 @@ pub struct Deleted {
     ),
     request_body = CompleteRequest,
     responses(
-        (status = 200, description = "Completed and verified", body = Completed),
+        (status = 200, description = "Completed and verified; also a retry after success, when the stored object carries this upload id", body = Completed),
         (status = 400, description = "No parts, bad JSON, or parts the store refuses", body = ErrorBody),
         (status = 401, description = "No valid token or API key", body = ErrorBody),
         (status = 404, description = "invalid_upload_id", body = ErrorBody),
-        (status = 409, description = "An object already exists at the key", body = ErrorBody),
+        (status = 409, description = "Another upload's object holds the key; this upload's parts are discarded", body = ErrorBody),
         (status = 413, description = "Request body too large", body = ErrorBody),
-        (status = 422, description = "upload_verification_failed: the object was deleted", body = ErrorBody),
+        (status = 422, description = "upload_verification_failed (size, type, or an image header that does not parse or is over the pixel limit): the object was deleted", body = ErrorBody),
         (status = 502, description = "The store failed", body = ErrorBody),
     ),
     security((), ("bearer" = []), ("api_key" = []), ("upload_token" = [])))]

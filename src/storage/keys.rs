@@ -70,6 +70,41 @@ impl ObjectKey {
     }
 }
 
+/// The service's own bookkeeping prefix (SPEC §5). [`ObjectKey::parse`]
+/// refuses every segment starting with `.`, so no key a client sends can
+/// reach it: keys under it are made by [`ObjectKey::internal`] only.
+pub const INTERNAL_PREFIX: &str = ".mediaflow/";
+
+/// The objects the service keeps for itself under [`INTERNAL_PREFIX`].
+/// Typed, so that no client string can name one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InternalKey<'a> {
+    /// The claim a complete holds on an object key while it writes it
+    /// (`.mediaflow/claims/<sha256(key)>`).
+    Claim(&'a ObjectKey),
+    /// The marker that lets exactly one complete take over a stale claim on
+    /// an object key, named by that claim's nonce.
+    ClaimTakeover(&'a ObjectKey, u128),
+}
+
+impl ObjectKey {
+    /// The key of one of the service's own objects.
+    pub fn internal(which: InternalKey<'_>) -> Self {
+        let hashed = |key: &ObjectKey| hex::encode(sha2::Sha256::digest(key.as_str().as_bytes()));
+        Self(match which {
+            InternalKey::Claim(key) => format!("{INTERNAL_PREFIX}claims/{}", hashed(key)),
+            InternalKey::ClaimTakeover(key, nonce) => {
+                format!("{INTERNAL_PREFIX}claims/{}.takeover-{nonce:032x}", hashed(key))
+            }
+        })
+    }
+
+    /// Whether this is one of the service's own keys (never a client's).
+    pub fn is_internal(&self) -> bool {
+        self.0.starts_with(INTERNAL_PREFIX)
+    }
+}
+
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -522,6 +557,22 @@ mod tests {
             assert!(ObjectKey::parse(bad).is_err(), "{bad:?}");
         }
         assert!(ObjectKey::parse("a".repeat(1025)).is_err());
+    }
+
+    #[test]
+    fn internal_keys_are_out_of_client_reach() {
+        let key = ObjectKey::parse("originals/a/k1").unwrap();
+        let claim = ObjectKey::internal(InternalKey::Claim(&key));
+        assert!(claim.as_str().starts_with(".mediaflow/claims/") && claim.is_internal(), "{claim}");
+        assert!(!key.is_internal());
+        // Whatever the internal key, the client-side parser refuses it.
+        for k in [claim.clone(), ObjectKey::internal(InternalKey::ClaimTakeover(&key, 7))] {
+            assert!(ObjectKey::parse(k.as_str()).is_err(), "{k}");
+            assert!(KeyPrefix::parse(k.as_str()).is_err(), "{k}");
+        }
+        assert!(ObjectKey::parse(".mediaflow/claims/x").is_err());
+        assert!(KeyPrefix::parse(".mediaflow/").is_err());
+        assert_ne!(claim, ObjectKey::internal(InternalKey::Claim(&ObjectKey::parse("originals/a/k2").unwrap())));
     }
 
     #[test]

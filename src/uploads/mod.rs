@@ -1,12 +1,15 @@
 //! Direct uploads: presigning against a profile's policy, multipart batches,
-//! resume, completion with verification, abort.
+//! resume, completion with verification ([`complete`]), abort.
 //!
 //! The store enforces the policy: single PUT URLs bind Content-Type,
 //! Content-Length and `If-None-Match: *`; multipart part URLs bind each part's
 //! exact length, so the total is bound too. After a multipart completion the
-//! object is verified (size, and magic bytes from a ranged read) and deleted
-//! if it fails.
+//! object is verified (size, magic bytes and, for images, the header, from a
+//! ranged read) and deleted if it fails. Completes racing to one key are
+//! serialised by [`claim`]s.
 
+pub mod claim;
+pub mod complete;
 pub mod sniff;
 pub mod token;
 
@@ -20,9 +23,7 @@ use crate::config::profiles::MAX_SINGLE_PUT;
 use crate::config::{Profile, Profiles};
 use crate::state::AppState;
 use crate::storage::keys::{Extension, KeyBase, KeyError};
-use crate::storage::{
-    ByteRange, CompletedPart, ObjectKey, PartInfo, PresignContext, PresignOp, PresignedRequest, StorageError,
-};
+use crate::storage::{ObjectKey, PartInfo, PresignContext, PresignOp, PresignedRequest, StorageError};
 pub use token::{TokenError, TokenSigner, UploadClaims};
 
 /// What went wrong in an upload call. Mapped to HTTP in `http::error`.
@@ -66,8 +67,9 @@ pub enum UploadError {
         /// The profile's limit.
         max: u32,
     },
-    /// An object is already stored at the key.
-    #[error("an object already exists at '{0}'; delete it first")]
+    /// Another upload's object holds the key (nothing is overwritten); this
+    /// upload's parts are discarded.
+    #[error("another upload's object is stored at '{0}'; this upload was discarded")]
     Conflict(String),
     /// The completed object failed verification and was deleted.
     #[error("{0}")]
@@ -531,87 +533,6 @@ impl AppState {
         self.store.abort_multipart(key, upload_id).await?;
         metrics::counter!("mediaflow_uploads_aborted_total").increment(1);
         Ok(())
-    }
-
-    /// `POST /v1/uploads/{key}/complete/{id}`: completes, then verifies.
-    pub async fn complete_upload(
-        &self,
-        key: &ObjectKey,
-        upload_id: &str,
-        req: &CompleteRequest,
-        auth: &UploadAuth,
-    ) -> Result<()> {
-        if req.parts.is_empty() {
-            return Err(UploadError::BadRequest("'parts' must list at least one part".into()));
-        }
-        let (profile, expected_size) = match auth {
-            UploadAuth::Token(claims) => {
-                let p = self.profiles.get(&claims.profile).cloned();
-                (p, Some(claims.size))
-            }
-            UploadAuth::ApiKey => (self.profiles.for_object_key(key.as_str()).cloned(), None),
-        };
-        let profile =
-            profile.ok_or_else(|| UploadError::BadRequest(format!("no profile stores objects at '{key}'")))?;
-        // Fails with invalid_upload_id for unknown, completed or aborted uploads.
-        self.store.list_parts(key, upload_id).await?;
-        // Nothing uploaded is silently overwritten.
-        match self.store.head(key).await {
-            Ok(_) => return Err(UploadError::Conflict(key.to_string())),
-            Err(StorageError::NotFound) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let parts: Vec<CompletedPart> =
-            req.parts.iter().map(|p| CompletedPart { part_number: p.part_number, etag: p.etag.clone() }).collect();
-        self.store.complete_multipart(key, upload_id, &parts).await.map_err(|e| match e {
-            StorageError::InvalidPart(m) => UploadError::BadRequest(format!("invalid parts: {m}")),
-            other => other.into(),
-        })?;
-        if let Err(reason) = self.verify(key, &profile, expected_size).await? {
-            self.store.delete(key).await?;
-            metrics::counter!("mediaflow_uploads_verification_failed_total", "profile" => profile.name.clone())
-                .increment(1);
-            tracing::warn!(key = %key, reason = %reason, "upload failed verification and was deleted");
-            return Err(UploadError::VerificationFailed(reason));
-        }
-        metrics::counter!("mediaflow_uploads_completed_total", "profile" => profile.name.clone()).increment(1);
-        Ok(())
-    }
-
-    /// Checks a completed object: `Ok(Err(reason))` when it must be deleted.
-    async fn verify(
-        &self,
-        key: &ObjectKey,
-        profile: &Profile,
-        expected: Option<u64>,
-    ) -> Result<std::result::Result<(), String>> {
-        let meta = self.store.head(key).await?;
-        if let Some(expected) = expected
-            && meta.size != expected
-        {
-            return Ok(Err(format!("the object has {} bytes, {} were declared", meta.size, expected)));
-        }
-        if meta.size > profile.size_max_bytes {
-            return Ok(Err(format!(
-                "the object has {} bytes, the profile allows {}",
-                meta.size, profile.size_max_bytes
-            )));
-        }
-        let head = self
-            .store
-            .get(key, Some(ByteRange::Bounded { start: 0, end: sniff::SNIFF_LEN as u64 - 1 }))
-            .await?
-            .collect(sniff::SNIFF_LEN as u64)
-            .await?;
-        match sniff::sniff_mime(&head) {
-            Some(found) if profile.allowed_mimes.iter().any(|m| sniff::same_type(m, found)) => Ok(Ok(())),
-            Some(found) => Ok(Err(format!("the content is {found}, which profile '{}' does not allow", profile.name))),
-            None => Ok(Err(format!(
-                "the content is not any type profile '{}' allows ({})",
-                profile.name,
-                profile.allowed_mimes.join(", ")
-            ))),
-        }
     }
 }
 
