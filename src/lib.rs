@@ -8,6 +8,7 @@
 //!   typed object keys ([`storage::keys`]) and the fs backend's URL signing.
 //! - [`assets`]: an asset named by a URL (`profile`, `image_id`, `shard`) resolved
 //!   to the keys of its original and variants.
+//! - [`library`]: whole assets: deletion, replacement of an original (POST /thumb).
 //! - [`image`]: the image pipeline (sniff, decode, resize, encode), pure and synchronous.
 //! - [`media_type`]: the media types MediaFlow knows, one sniffer, one "allowed" rule.
 //! - [`http`]: the router, middleware, thin handlers and the one error type.
@@ -27,6 +28,7 @@ pub mod client;
 pub mod config;
 pub mod http;
 pub mod image;
+pub mod library;
 pub mod media_type;
 pub mod metrics;
 pub mod server;

@@ -115,6 +115,10 @@ pub fn known_list() -> String {
     KNOWN.iter().map(|t| t.mime).collect::<Vec<_>>().join(", ")
 }
 
+/// How many leading bytes identify every type here (verification reads no
+/// more of a video).
+pub const SNIFF_LEN: u64 = 512;
+
 /// The essence of a type as sent: lowercase, without parameters (`; charset=…`).
 fn essence(mime: &str) -> String {
     mime.split(';').next().unwrap_or("").trim().to_ascii_lowercase()

@@ -84,15 +84,12 @@ async fn sweep_fs(store: &FsStore) {
 /// Sweeps the filesystem store every [`FS_SWEEP_EVERY`] until shutdown, so
 /// what a crash or an abandoned upload leaves does not wait for a restart.
 pub fn spawn_fs_sweeper(lifecycle: &Lifecycle, store: Arc<FsStore>) {
-    let stop = lifecycle.clone();
-    lifecycle.spawn(async move {
+    lifecycle.spawn_daemon(async move {
         let start = tokio::time::Instant::now() + FS_SWEEP_EVERY;
         let mut ticks = tokio::time::interval_at(start, FS_SWEEP_EVERY);
         loop {
-            tokio::select! {
-                _ = ticks.tick() => sweep_fs(&store).await,
-                () = stop.cancelled() => return,
-            }
+            ticks.tick().await;
+            sweep_fs(&store).await;
         }
     });
 }

@@ -836,16 +836,15 @@ async fn a_dropped_complete_runs_to_its_end(backend: Backend) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| mediaflow::uploads::CompleteRequestPart {
+        .map(|p| mediaflow::storage::CompletedPart {
             part_number: p["part_number"].as_u64().unwrap() as u32,
             etag: p["etag"].as_str().unwrap().to_owned(),
         })
         .collect();
-    let req = mediaflow::uploads::CompleteRequest { parts };
     let key = mediaflow::storage::ObjectKey::parse(sent.key.clone()).unwrap();
     let auth = mediaflow::uploads::UploadAuth::ApiKey;
     tokio::select! {
-        r = app.state.complete_upload(&key, &sent.upload_id, &req, &auth) => panic!("finished too soon: {r:?}"),
+        r = app.state.uploads.complete(&key, &sent.upload_id, parts, &auth) => panic!("finished too soon: {r:?}"),
         () = faulty.complete_started.notified() => {}
     }
     assert!(appears(&app, &key).await, "the dropped complete still stored the object");

@@ -160,7 +160,7 @@ fn spaces(p: &Profile) -> Vec<Space> {
     let shard_folder = |base: &str| {
         let mut t = folder(base);
         t.extend([
-            Tok::Lit(format!("{}/", crate::assets::RESERVED_SHARD_SEGMENT)),
+            Tok::Lit(format!("{}/", crate::storage::keys::SHARD_FOLDER)),
             Tok::Var(Var::CustomShard),
             Tok::Lit("/".into()),
         ]);

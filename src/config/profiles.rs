@@ -399,12 +399,12 @@ fn folder(field: &'static str, raw: &str) -> FieldResult<String> {
         return Err((field, "must not be empty".into()));
     }
     KeyPrefix::parse(format!("{trimmed}/")).map_err(|e| (field, e.to_string()))?;
-    if trimmed.split('/').any(|s| s == crate::assets::RESERVED_SHARD_SEGMENT) {
+    if trimmed.split('/').any(|s| s == crate::storage::keys::SHARD_FOLDER) {
         return Err((
             field,
             format!(
                 "the segment '{}' is reserved for the variants of custom-shard originals",
-                crate::assets::RESERVED_SHARD_SEGMENT
+                crate::storage::keys::SHARD_FOLDER
             ),
         ));
     }

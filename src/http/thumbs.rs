@@ -16,10 +16,8 @@ use super::body::{ReadError, read_limited};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiPath, ApiQuery};
 use super::media::{Condition, MediaHeaders, evaluate};
-use crate::assets::AssetRef;
-use crate::config::MediaKind;
+use crate::assets::AssetKey;
 use crate::state::AppState;
-use crate::storage::StorageError;
 use crate::thumbs::{FormatChoice, resolve_variant};
 
 /// Query of thumbnail URLs.
@@ -36,23 +34,6 @@ pub struct ThumbQuery {
     pub shard: Option<String>,
     /// The URL's signature (needed with THUMB_SIGNING_KEY outside the listed sizes).
     pub sig: Option<String>,
-}
-
-/// Poster frames of videos are not made by this version: 415 for a video
-/// that exists, 404 (as for any asset) for one that does not.
-async fn refuse_video(state: &AppState, asset: &AssetRef) -> ApiResult<()> {
-    if asset.profile.kind != MediaKind::Video {
-        return Ok(());
-    }
-    let found = match asset.locate_original(&*state.store).await {
-        Ok(key) => state.store.head(&key).await,
-        Err(e) => Err(e),
-    };
-    match found {
-        Ok(_) => Err(crate::assets::no_posters(&asset.profile)),
-        Err(StorageError::NotFound) => Err(ApiError::NotFound(format!("no original '{}'", asset.key_base.as_str()))),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Serves a thumbnail, making and storing it if it does not exist yet.
@@ -82,23 +63,22 @@ pub async fn get_thumb(
     ApiQuery(q): ApiQuery<ThumbQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let asset = AssetRef::resolve(&state.profiles, &profile, &image_id, q.shard.as_deref())?;
-    refuse_video(&state, &asset).await?;
+    let asset = AssetKey::resolve(&state.profiles, &profile, &image_id, q.shard.as_deref())?;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let req = resolve_variant(&asset.profile, q.width.as_deref(), q.format.as_deref(), q.quality.as_deref(), accept)
+    let req = resolve_variant(asset.profile(), q.width.as_deref(), q.format.as_deref(), q.quality.as_deref(), accept)
         .map_err(ApiError::bad_request)?;
     let quality_given = q.quality.as_deref().is_some_and(|v| !v.trim().is_empty());
     state
         .thumbs
-        .check_signature(&req, &asset.profile, quality_given, uri.path(), uri.query())
+        .check_signature(&req, asset.profile(), quality_given, uri.path(), uri.query())
         .map_err(|e| ApiError::Forbidden(e.to_string()))?;
     let variant = state.thumbs.get(&asset, &req).await?;
     let media = MediaHeaders {
-        filename: Some(format!("{}_{}.{}", asset.key_base, req.width, req.format.extension())),
+        filename: Some(format!("{}_{}.{}", asset.key_base(), req.width, req.format.extension())),
         content_type: variant.content_type.to_owned(),
         etag: variant.etag.clone(),
         last_modified: Some(variant.last_modified),
-        max_age: asset.profile.cache_duration.unwrap_or(state.config.cache.max_age),
+        max_age: asset.max_age(state.config.cache.max_age),
         ranges: false,
         vary: (req.choice == FormatChoice::Auto).then_some("Accept"),
     };
@@ -214,9 +194,9 @@ pub async fn post_thumb(
     ApiQuery(q): ApiQuery<ThumbQuery>,
     req: Request,
 ) -> ApiResult<Response> {
-    let asset = AssetRef::resolve(&state.profiles, &profile, &image_id, q.shard.as_deref())?;
-    let image = read_image(&state, req, asset.profile.size_max_bytes).await?;
-    let made = state.replace_original(&asset, image).await?;
+    let asset = AssetKey::resolve(&state.profiles, &profile, &image_id, q.shard.as_deref())?;
+    let image = read_image(&state, req, asset.profile().size_max_bytes).await?;
+    let made = state.library.replace_original(&asset, image).await?;
     let thumbnails = made.thumbnails.into_iter().map(|(w, k)| (w.to_string(), k.to_string())).collect();
     let body = ThumbsCreated { object_key: made.object_key.to_string(), thumbnails };
     Ok((StatusCode::CREATED, Json(body)).into_response())

@@ -10,13 +10,12 @@ use serde::{Deserialize, Serialize};
 use super::auth::{KeyCheck, check_key};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery, ShardQuery};
-use crate::assets::AssetRef;
+use super::paths;
+use super::wire::{CompleteRequest, PartsRequest, PartsResponse, PresignRequest, PresignResponse, StoredPart};
+use crate::assets::AssetKey;
 use crate::state::AppState;
 use crate::storage::ObjectKey;
-use crate::uploads::{
-    CompleteRequest, PartsRequest, PartsResponse, PresignRequest, PresignResponse, StoredPart, TokenSigner, UploadAuth,
-    UrlContext,
-};
+use crate::uploads::{UploadAuth, UploadError};
 
 /// The service's public base URL: `PUBLIC_BASE_URL`, else the request's
 /// `Host` (and, only with TRUST_FORWARDED_HEADERS, `X-Forwarded-Host` and
@@ -96,7 +95,7 @@ impl UploadPath {
         let (Some(upload_id), Some(action), Some(key)) = (it.next(), it.next(), it.next()) else {
             return Err(ApiError::NotFound("no such route".into()));
         };
-        if !matches!(action, "parts" | "complete" | "abort") {
+        if ![paths::PARTS, paths::COMPLETE, paths::ABORT].contains(&action) {
             return Err(ApiError::NotFound("no such route".into()));
         }
         if upload_id.is_empty() {
@@ -111,8 +110,8 @@ impl UploadPath {
         let path = Self::parse(tail)?;
         if path.action != action {
             let allow = match path.action.as_str() {
-                "parts" => "GET",
-                "complete" => "POST",
+                paths::PARTS => "GET",
+                paths::COMPLETE => "POST",
                 _ => "DELETE",
             };
             return Err(ApiError::MethodNotAllowed(Some(allow)));
@@ -133,12 +132,11 @@ fn authorize(
     let token = token.or_else(|| headers.get("x-upload-token").and_then(|v| v.to_str().ok())).filter(|t| !t.is_empty());
     match token {
         Some(token) => {
-            let signer = TokenSigner::new(state.config.signing_secret.expose().as_bytes());
-            match signer.verify(token, std::time::SystemTime::now()) {
+            match state.uploads.verify_token(token) {
                 Ok(claims) if claims.object_key == key.as_str() && claims.upload_id == upload_id => {
                     Ok(UploadAuth::Token(claims))
                 }
-                Ok(_) => Err(ApiError::Unauthorized("the upload token belongs to another upload".into())),
+                Ok(_) => Err(UploadError::TokenForAnotherUpload.into()),
                 // An expired (or otherwise unusable) token does not cancel a
                 // valid API key sent with it: a client resuming a long upload
                 // can still list, complete or abort it.
@@ -169,7 +167,8 @@ pub async fn presign(
     BaseUrl(base_url): BaseUrl,
     ApiJson(req): ApiJson<PresignRequest>,
 ) -> ApiResult<Json<PresignResponse>> {
-    Ok(Json(state.presign(&req, &UrlContext { base_url }).await?))
+    let presigned = state.uploads.presign(&req.into(), &base_url).await?;
+    Ok(Json(PresignResponse::new(presigned, &base_url)))
 }
 
 /// `POST /v1/uploads/presign/parts` (the upload's token; the API key alone is not enough).
@@ -217,10 +216,8 @@ pub async fn presign_parts(
             "send the upload_token from the presign answer: it carries the part sizes",
         ));
     };
-    let claims = TokenSigner::new(state.config.signing_secret.expose().as_bytes())
-        .verify(token, std::time::SystemTime::now())
-        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
-    Ok(Json(state.presign_parts(&req, &claims, &UrlContext { base_url }).await?))
+    let claims = state.uploads.verify_token(token).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    Ok(Json(state.uploads.presign_parts(&(&req).into(), &claims, &base_url).await?.into()))
 }
 
 /// The answer to a resume call.
@@ -251,9 +248,10 @@ pub async fn list_parts(
     ApiQuery(q): ApiQuery<TokenQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Json<PartsList>> {
-    let path = UploadPath::for_action(&tail, "parts")?;
+    let path = UploadPath::for_action(&tail, paths::PARTS)?;
     authorize(&state, &headers, q.token.as_deref(), &path.key, &path.upload_id)?;
-    Ok(Json(PartsList { parts: state.stored_parts(&path.key, &path.upload_id).await? }))
+    let parts = state.uploads.stored_parts(&path.key, &path.upload_id).await?;
+    Ok(Json(PartsList { parts: parts.into_iter().map(StoredPart::from).collect() }))
 }
 
 /// `completed` answer.
@@ -313,12 +311,12 @@ pub async fn complete(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Completed>> {
-    let path = UploadPath::for_action(&tail, "complete")?;
+    let path = UploadPath::for_action(&tail, paths::COMPLETE)?;
     // Authorisation comes before the body is even parsed.
     let auth = authorize(&state, &headers, q.token.as_deref(), &path.key, &path.upload_id)?;
     let req: CompleteRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
-    state.complete_upload(&path.key, &path.upload_id, &req, &auth).await?;
+    state.uploads.complete(&path.key, &path.upload_id, req.into_parts(), &auth).await?;
     Ok(Json(Completed { status: "completed", object_key: path.key.to_string() }))
 }
 
@@ -343,9 +341,9 @@ pub async fn abort(
     ApiQuery(q): ApiQuery<TokenQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Json<Aborted>> {
-    let path = UploadPath::for_action(&tail, "abort")?;
+    let path = UploadPath::for_action(&tail, paths::ABORT)?;
     authorize(&state, &headers, q.token.as_deref(), &path.key, &path.upload_id)?;
-    state.abort_upload(&path.key, &path.upload_id).await?;
+    state.uploads.abort(&path.key, &path.upload_id).await?;
     Ok(Json(Aborted { status: "aborted", upload_id: path.upload_id }))
 }
 
@@ -369,12 +367,9 @@ pub async fn delete_asset(
     ApiPath((profile, key_base)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<ShardQuery>,
 ) -> ApiResult<Json<Deleted>> {
-    let asset = AssetRef::resolve(&state.profiles, &profile, &key_base, q.shard.as_deref())?;
-    let deleted = state.delete_asset(&asset).await?;
-    if deleted == 0 {
-        return Err(ApiError::NotFound(format!("nothing is stored for '{key_base}' in profile '{profile}'")));
-    }
-    Ok(Json(Deleted { status: "deleted", profile, key_base: asset.key_base.to_string(), objects_deleted: deleted }))
+    let asset = AssetKey::resolve(&state.profiles, &profile, &key_base, q.shard.as_deref())?;
+    let deleted = state.library.delete(&asset).await?;
+    Ok(Json(Deleted { status: "deleted", profile, key_base: asset.key_base().to_string(), objects_deleted: deleted }))
 }
 
 #[cfg(test)]

@@ -10,6 +10,11 @@ use std::fmt;
 
 use sha1::{Digest, Sha1};
 
+/// The folder segment that holds the media of custom-shard originals
+/// (`{thumb_folder}/_shard/{shard}/…`): reserved, no profile folder may
+/// contain it.
+pub const SHARD_FOLDER: &str = "_shard";
+
 /// Longest object key accepted (S3's own limit is 1024 bytes).
 pub const MAX_KEY_LEN: usize = 1024;
 /// Longest `key_base` accepted.

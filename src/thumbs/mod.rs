@@ -27,7 +27,7 @@ pub use limiter::{Limiter, Overloaded};
 pub use request::{FormatChoice, VariantRequest, resolve_variant};
 pub use signature::{SignatureError, UrlSignature};
 
-use crate::assets::AssetRef;
+use crate::assets::AssetKey;
 use crate::config::Config;
 use crate::image::{self, ImageError, Limits, OutputFormat, ThumbSpec};
 use crate::shutdown::Lifecycle;
@@ -199,7 +199,15 @@ impl Thumbs {
     }
 
     /// The variant for `req`: from memory, the store, or made now.
-    pub async fn get(self: &Arc<Self>, asset: &AssetRef, req: &VariantRequest) -> Result<Variant, ThumbError> {
+    pub async fn get(self: &Arc<Self>, asset: &AssetKey, req: &VariantRequest) -> Result<Variant, ThumbError> {
+        if asset.profile().kind == crate::config::MediaKind::Video {
+            // 404 for a missing original, as for any asset; 415 for a video.
+            asset.find_original(&*self.store).await?;
+            return Err(ThumbError::Unsupported(format!(
+                "profile '{}' holds videos; poster frames are not made by this version",
+                asset.profile().name
+            )));
+        }
         let key = asset.variant_key(&req.key).map_err(|e| ThumbError::Internal(e.to_string()))?;
         if let Some(cache) = &self.cache {
             if let Some(hit) = cache.get(key.as_str()).await {
@@ -230,7 +238,7 @@ impl Thumbs {
     }
 
     /// Joins the render of `key` in flight, or starts it.
-    fn flight(self: &Arc<Self>, key: ObjectKey, asset: AssetRef, spec: ThumbSpec) -> Flight {
+    fn flight(self: &Arc<Self>, key: ObjectKey, asset: AssetKey, spec: ThumbSpec) -> Flight {
         let mut flights = self.flights.lock().expect("flights lock");
         if let Some(existing) = flights.get(key.as_str()) {
             return existing.clone();
@@ -263,7 +271,7 @@ impl Thumbs {
     /// So after writing, the original is looked up again: if it is gone, the
     /// delete may have listed before this write, and the variant is removed
     /// here (SPEC §3: a variant never outlives its original).
-    fn store_later(self: &Arc<Self>, key: ObjectKey, variant: Variant, format: OutputFormat, asset: AssetRef) {
+    fn store_later(self: &Arc<Self>, key: ObjectKey, variant: Variant, format: OutputFormat, asset: AssetKey) {
         let this = Arc::clone(self);
         self.lifecycle.spawn(async move {
             let opts = PutOptions { content_type: Some(format.mime().to_owned()), if_none_match: false };
@@ -286,10 +294,10 @@ impl Thumbs {
     }
 
     /// Fetches the original and makes the variant, within the limiter.
-    async fn render(&self, key: &ObjectKey, asset: &AssetRef, spec: ThumbSpec) -> Result<Variant, ThumbError> {
+    async fn render(&self, key: &ObjectKey, asset: &AssetKey, spec: ThumbSpec) -> Result<Variant, ThumbError> {
         let _slot = self.limiter.enter().await.map_err(|Overloaded| rejected("overloaded", ThumbError::Overloaded))?;
         let original_key = asset.locate_original(&*self.store).await?;
-        let source = self.fetch_original(&original_key, asset.profile.size_max_bytes.max(PROBE_BYTES)).await?;
+        let source = self.fetch_original(&original_key, asset.profile().size_max_bytes.max(PROBE_BYTES)).await?;
         tracing::debug!(key = %key, source = original_key.as_str(), "making variant");
         self.transform(source, spec).await
     }
@@ -348,7 +356,7 @@ impl Thumbs {
     }
 
     /// Drops every cached variant of `asset` (after a delete or a replacement).
-    pub fn forget(&self, asset: &AssetRef) {
+    pub fn forget(&self, asset: &AssetKey) {
         let Some(cache) = &self.cache else { return };
         let asset = asset.clone();
         let _ = cache.invalidate_entries_if(move |k, _| asset.owns_variant(k));
@@ -363,10 +371,10 @@ impl Thumbs {
     /// parallel (within the limiter), without storing anything.
     pub async fn render_all(
         self: &Arc<Self>,
-        asset: &AssetRef,
+        asset: &AssetKey,
         source: Bytes,
     ) -> Result<Vec<(u32, ObjectKey, Variant)>, ThumbError> {
-        let profile = &asset.profile;
+        let profile = asset.profile();
         let jobs = profile.sizes.iter().map(|&width| {
             let this = Arc::clone(self);
             let source = source.clone();

@@ -23,11 +23,68 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use super::claim::Claims;
-use super::{CompleteRequest, Result, UploadAuth, UploadError, sniff};
+use super::{Result, UploadAuth, UploadError, Uploads};
 use crate::config::{MediaKind, Profile};
 use crate::image::ImageError;
-use crate::state::AppState;
 use crate::storage::{ByteRange, CompletedPart, DynStore, ObjectKey, ObjectMeta, StorageError};
+
+/// Why a completed object failed verification (and was deleted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// Another size than the presign declared.
+    #[error("the object has {actual} bytes, {declared} were declared")]
+    SizeMismatch {
+        /// Stored.
+        actual: u64,
+        /// Declared.
+        declared: u64,
+    },
+    /// Over the profile's limit.
+    #[error("the object has {actual} bytes, the profile allows {max}")]
+    OverLimit {
+        /// Stored.
+        actual: u64,
+        /// The profile's `size_max_bytes`.
+        max: u64,
+    },
+    /// Nothing was stored.
+    #[error("the object is empty")]
+    Empty,
+    /// A type the profile does not allow.
+    #[error("the content is {found}, which profile '{profile}' does not allow")]
+    TypeNotAllowed {
+        /// What it sniffs as.
+        found: &'static str,
+        /// The profile.
+        profile: String,
+    },
+    /// Not any type MediaFlow knows.
+    #[error("the content is not any type profile '{profile}' allows ({allowed})")]
+    Unrecognised {
+        /// The profile.
+        profile: String,
+        /// Its types.
+        allowed: String,
+    },
+    /// An image whose header does not parse.
+    #[error("the content is {found}, but its header does not parse: {reason}")]
+    UnreadableHeader {
+        /// What it sniffs as.
+        found: &'static str,
+        /// The parser's reason.
+        reason: String,
+    },
+    /// An image over the pixel limit.
+    #[error("the image is {width}x{height} pixels, over the limit of {max} (MAX_SOURCE_PIXELS)")]
+    TooManyPixels {
+        /// Stored width.
+        width: u32,
+        /// Stored height.
+        height: u32,
+        /// The limit.
+        max: u64,
+    },
+}
 
 /// Bytes read to probe an image's header: its dimensions come before the
 /// pixel data in every supported format, usually within the first kilobytes.
@@ -81,30 +138,27 @@ struct Job {
     expected_size: Option<u64>,
 }
 
-impl AppState {
+impl Uploads {
     /// `POST /v1/uploads/{key}/complete/{id}`: completes, then verifies. The
     /// work runs detached from the caller, who only awaits its outcome.
-    pub async fn complete_upload(
-        &self,
+    pub async fn complete(
+        self: &Arc<Self>,
         key: &ObjectKey,
         upload_id: &str,
-        req: &CompleteRequest,
+        parts: Vec<CompletedPart>,
         auth: &UploadAuth,
     ) -> Result<()> {
-        if req.parts.is_empty() {
-            return Err(UploadError::BadRequest("'parts' must list at least one part".into()));
+        if parts.is_empty() {
+            return Err(UploadError::NoParts);
         }
         let (profile, expected_size) = match auth {
             UploadAuth::Token(claims) => (self.profiles.get(&claims.profile).cloned(), Some(claims.size)),
             UploadAuth::ApiKey => (self.profiles.for_object_key(key.as_str()).cloned(), None),
         };
-        let profile =
-            profile.ok_or_else(|| UploadError::BadRequest(format!("no profile stores objects at '{key}'")))?;
-        let parts =
-            req.parts.iter().map(|p| CompletedPart { part_number: p.part_number, etag: p.etag.clone() }).collect();
+        let profile = profile.ok_or_else(|| UploadError::NoProfileForKey(key.to_string()))?;
         let job = Job { key: key.clone(), upload_id: upload_id.to_owned(), parts, profile, expected_size };
-        let state = self.clone();
-        match self.lifecycle.spawn(async move { state.run_complete(job).await }).await {
+        let this = Arc::clone(self);
+        match self.lifecycle.spawn(async move { this.run_complete(job).await }).await {
             Ok(outcome) => outcome,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(_) => Err(UploadError::Storage(StorageError::Backend("the complete was cancelled".into()))),
@@ -140,7 +194,7 @@ impl AppState {
         match self.store.complete_multipart(key, upload_id, &job.parts).await {
             Ok(()) => self.verify_completed(job).await,
             Err(StorageError::AlreadyExists) => Err(self.lost(key, upload_id).await),
-            Err(StorageError::InvalidPart(m)) => Err(UploadError::BadRequest(format!("invalid parts: {m}"))),
+            Err(StorageError::InvalidPart(m)) => Err(UploadError::InvalidParts(m)),
             // Completed meanwhile by a complete that did not wait for the claim.
             Err(StorageError::NoSuchUpload) => self.completed_before(job).await,
             // The store may or may not have completed it: a retry finds out
@@ -189,7 +243,7 @@ impl AppState {
         if !meta.completed_by(&job.upload_id) {
             return Err(UploadError::Conflict(key.to_string()));
         }
-        if let Err(reason) = self.verify(&meta, &job.profile, job.expected_size).await? {
+        if let Some(reason) = self.verify(&meta, &job.profile, job.expected_size).await? {
             self.store.delete(key).await?;
             metrics::counter!("mediaflow_uploads_verification_failed_total", "profile" => job.profile.name.clone())
                 .increment(1);
@@ -200,46 +254,37 @@ impl AppState {
         Ok(())
     }
 
-    /// Checks a completed object: `Ok(Err(reason))` when it must be deleted.
-    async fn verify(
-        &self,
-        meta: &ObjectMeta,
-        profile: &Profile,
-        expected: Option<u64>,
-    ) -> Result<std::result::Result<(), String>> {
-        if let Some(expected) = expected
-            && meta.size != expected
+    /// Checks a completed object: `Some(reason)` when it must be deleted.
+    async fn verify(&self, meta: &ObjectMeta, profile: &Profile, expected: Option<u64>) -> Result<Option<Rejection>> {
+        if let Some(declared) = expected
+            && meta.size != declared
         {
-            return Ok(Err(format!("the object has {} bytes, {} were declared", meta.size, expected)));
+            return Ok(Some(Rejection::SizeMismatch { actual: meta.size, declared }));
         }
         if meta.size > profile.size_max_bytes {
-            return Ok(Err(format!(
-                "the object has {} bytes, the profile allows {}",
-                meta.size, profile.size_max_bytes
-            )));
+            return Ok(Some(Rejection::OverLimit { actual: meta.size, max: profile.size_max_bytes }));
         }
         if meta.size == 0 {
-            return Ok(Err("the object is empty".into()));
+            return Ok(Some(Rejection::Empty));
         }
-        let window = if profile.kind == MediaKind::Image { PROBE_LEN } else { sniff::SNIFF_LEN as u64 };
+        let window = if profile.kind == MediaKind::Image { PROBE_LEN } else { crate::media_type::SNIFF_LEN };
         let head = self.read_head(&meta.key, window.min(meta.size)).await?;
-        let found = match sniff::sniff_mime(&head) {
-            Some(found) if profile.allowed_mimes.iter().any(|m| sniff::same_type(m, found)) => found,
+        let found = match crate::media_type::sniff(&head) {
+            Some(found) if profile.allows_mime(found.mime) => found.mime,
             Some(found) => {
-                return Ok(Err(format!("the content is {found}, which profile '{}' does not allow", profile.name)));
+                return Ok(Some(Rejection::TypeNotAllowed { found: found.mime, profile: profile.name.clone() }));
             }
             None => {
-                return Ok(Err(format!(
-                    "the content is not any type profile '{}' allows ({})",
-                    profile.name,
-                    profile.allowed_mimes.join(", ")
-                )));
+                return Ok(Some(Rejection::Unrecognised {
+                    profile: profile.name.clone(),
+                    allowed: profile.allowed_mimes.join(", "),
+                }));
             }
         };
         if profile.kind == MediaKind::Image && crate::image::sniff(&head).is_some() {
             return self.probe_image(meta, head, found).await;
         }
-        Ok(Ok(()))
+        Ok(None)
     }
 
     /// An image's header must parse and its pixel count be within the limit,
@@ -248,8 +293,8 @@ impl AppState {
         &self,
         meta: &ObjectMeta,
         head: bytes::Bytes,
-        found: &str,
-    ) -> Result<std::result::Result<(), String>> {
+        found: &'static str,
+    ) -> Result<Option<Rejection>> {
         let mut probed = crate::image::probe(&head);
         if matches!(probed, Err(ImageError::Decode(_)))
             && meta.size > head.len() as u64
@@ -258,14 +303,13 @@ impl AppState {
             let whole = self.read_head(&meta.key, meta.size).await?;
             probed = crate::image::probe(&whole);
         }
-        let max = self.config.transforms.max_pixels;
+        let max = self.max_pixels;
         Ok(match probed {
-            Ok(info) if u64::from(info.width) * u64::from(info.height) > max => Err(format!(
-                "the image is {}x{} pixels, over the limit of {max} (MAX_SOURCE_PIXELS)",
-                info.width, info.height
-            )),
-            Ok(_) => Ok(()),
-            Err(e) => Err(format!("the content is {found}, but its header does not parse: {e}")),
+            Ok(info) if u64::from(info.width) * u64::from(info.height) > max => {
+                Some(Rejection::TooManyPixels { width: info.width, height: info.height, max })
+            }
+            Ok(_) => None,
+            Err(e) => Some(Rejection::UnreadableHeader { found, reason: e.to_string() }),
         })
     }
 

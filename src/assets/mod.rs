@@ -1,23 +1,19 @@
-//! An asset as the media URLs name it (`/{profile}/{image_id}?shard=`),
-//! resolved against the profiles into the keys of its original and variants.
+//! The asset model: [`AssetKey`], one asset of one profile — a key base, its
+//! extension and shard — resolved once, and the owner of every storage key
+//! the asset has: its original (and how to find it), its variants (and how
+//! to tell them from another asset's), its video proxies and its facts.
 //!
-//! Lookups recompute the key from the id, exactly as uploads computed it, so
-//! `/originals`, `/thumb` and `DELETE /v1/assets` can never disagree.
+//! Presign and every lookup (`/originals`, `/thumb`, `/proxy`,
+//! `/v1/assets`, DELETE) resolve through the same functions, so they can
+//! never disagree: the Go service built keys in three places and its delete
+//! drifted from its upload. The keys themselves are formatted by
+//! [`crate::storage::keys`] and by nothing but this type.
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-
-use crate::config::{MediaKind, Profile, Profiles};
-use crate::http::error::ApiError;
-use crate::state::AppState;
-use crate::storage::keys::{Extension, KeyBase, KeyError, KeyPrefix, Shard, VariantKey, split_image_id};
-use crate::storage::{ObjectKey, ObjectStore, PutOptions, StorageError};
-use crate::uploads::extension_for_mime;
-
-/// The folder segment that holds the variants of custom-shard originals
-/// (`{thumb_folder}/_shard/{shard}/`). No thumb_folder may contain it.
-pub const RESERVED_SHARD_SEGMENT: &str = "_shard";
+use crate::config::{Profile, Profiles};
+use crate::storage::keys::{Extension, KeyBase, KeyError, KeyPrefix, SHARD_FOLDER, Shard, VariantKey, split_image_id};
+use crate::storage::{ObjectKey, ObjectMeta, ObjectStore, StorageError};
 
 /// Why an asset reference was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,29 +34,18 @@ pub enum AssetError {
     ExtensionRequired(String),
 }
 
-/// What [`AppState::replace_original`] stored.
+/// One asset of one profile, resolved: the only place its keys are made.
 #[derive(Debug, Clone)]
-pub struct Replaced {
-    /// The original's key.
-    pub object_key: ObjectKey,
-    /// Each size's variant key.
-    pub thumbnails: Vec<(u32, ObjectKey)>,
+pub struct AssetKey {
+    profile: Arc<Profile>,
+    key_base: KeyBase,
+    /// The extension from the id or upload, when the template uses `{ext}`.
+    ext: Option<Extension>,
+    /// The client's shard (only when the profile shards).
+    shard: Option<Shard>,
 }
 
-/// A resolved reference to one asset.
-#[derive(Debug, Clone)]
-pub struct AssetRef {
-    /// The asset's profile.
-    pub profile: Arc<Profile>,
-    /// The client's id.
-    pub key_base: KeyBase,
-    /// The extension from the id, when the template uses `{ext}`.
-    pub ext: Option<Extension>,
-    /// A custom shard (only when the profile shards).
-    pub shard: Option<Shard>,
-}
-
-impl AssetRef {
+impl AssetKey {
     /// Resolves `profile` / `image_id` (which may carry an extension) / `shard`.
     pub fn resolve(
         profiles: &Profiles,
@@ -73,6 +58,50 @@ impl AssetRef {
             .ok_or_else(|| AssetError::UnknownProfile { name: profile.to_owned(), known: profiles.names() })?
             .clone();
         Self::for_profile(profile, image_id, shard)
+    }
+
+    /// The asset an upload creates: `key_base`, the extension of its type and
+    /// the client's shard, through the same rules as every lookup.
+    pub fn for_upload(
+        profile: Arc<Profile>,
+        key_base: &str,
+        ext: Extension,
+        shard: Option<&str>,
+    ) -> Result<Self, AssetError> {
+        let key_base = KeyBase::parse(key_base)?;
+        let shard = profile.client_shard(shard)?;
+        let ext = profile.storage_path.uses_ext().then_some(ext);
+        Ok(Self { profile, key_base, ext, shard })
+    }
+
+    /// The asset's profile.
+    pub fn profile(&self) -> &Arc<Profile> {
+        &self.profile
+    }
+
+    /// The client's id.
+    pub fn key_base(&self) -> &KeyBase {
+        &self.key_base
+    }
+
+    /// The extension the id or upload named, when the template uses `{ext}`.
+    pub fn ext(&self) -> Option<&Extension> {
+        self.ext.as_ref()
+    }
+
+    /// The same asset with its extension: an original found by
+    /// [`Self::locate_original`], or an upload's type, names it.
+    pub fn with_ext(mut self, ext: Extension) -> Self {
+        if self.profile.storage_path.uses_ext() {
+            self.ext = Some(ext);
+        }
+        self
+    }
+
+    /// Cache-Control max-age for this asset's media: the profile's
+    /// `cache_duration`, else the service's default.
+    pub fn max_age(&self, default: u64) -> u64 {
+        self.profile.cache_duration.unwrap_or(default)
     }
 
     /// Resolves an id within a known profile.
@@ -115,6 +144,12 @@ impl AssetRef {
             .ok_or(StorageError::NotFound)
     }
 
+    /// The stored original's key and metadata (`NotFound` when there is none).
+    pub async fn find_original(&self, store: &dyn ObjectStore) -> Result<ObjectMeta, StorageError> {
+        let key = self.locate_original(store).await?;
+        store.head(&key).await
+    }
+
     /// The key of the original.
     pub fn original_key(&self) -> Result<ObjectKey, AssetError> {
         if self.profile.storage_path.uses_ext() && self.ext.is_none() {
@@ -136,7 +171,7 @@ impl AssetRef {
     /// thumb_folder may contain it, so nesting cannot collide with it.
     pub fn variant_folder(&self) -> String {
         match self.custom_shard() {
-            Some(shard) => format!("{}/{RESERVED_SHARD_SEGMENT}/{}", self.profile.thumb_folder, shard.as_str()),
+            Some(shard) => format!("{}/{SHARD_FOLDER}/{}", self.profile.thumb_folder, shard.as_str()),
             None => self.profile.thumb_folder.clone(),
         }
     }
@@ -161,92 +196,6 @@ impl AssetRef {
     }
 }
 
-impl AppState {
-    /// Deletes the original and every variant of `asset` (all sizes, formats
-    /// and qualities) and returns how many objects were deleted.
-    pub async fn delete_asset(&self, asset: &AssetRef) -> Result<usize, ApiError> {
-        let found = match asset.locate_original(&*self.store).await {
-            Ok(original) => self.store.head(&original).await.map(|_| original),
-            Err(e) => Err(e),
-        };
-        let mut deleted = 0;
-        // The original goes first and the variants are listed after: a variant
-        // written meanwhile by a render either shows in this listing or sees
-        // the original gone and removes itself (`Thumbs::store_later`).
-        match found {
-            Ok(original) => {
-                self.store.delete(&original).await?;
-                deleted += 1;
-            }
-            Err(StorageError::NotFound) => {}
-            Err(e) => return Err(e.into()),
-        }
-        for key in self.variant_keys(asset).await? {
-            self.store.delete(&key).await?;
-            deleted += 1;
-        }
-        self.forget_variants(asset);
-        Ok(deleted)
-    }
-
-    /// The keys of every stored variant of `asset`.
-    async fn variant_keys(&self, asset: &AssetRef) -> Result<Vec<ObjectKey>, ApiError> {
-        let listed = crate::storage::list_all(&*self.store, &asset.variant_prefix()?).await?;
-        // The prefix `k1_` also matches other ids such as `k1_b`: keep only ours.
-        Ok(listed.into_iter().map(|o| o.key).filter(|k| asset.owns_variant(k.as_str())).collect())
-    }
-
-    /// Stores an uploaded original (replacing an earlier one, whose variants
-    /// are deleted) and makes every size of the profile. The image is checked
-    /// and rendered before anything is stored, so a bad upload changes nothing.
-    pub async fn replace_original(&self, asset: &AssetRef, image: Bytes) -> Result<Replaced, ApiError> {
-        let profile = &asset.profile;
-        let mime =
-            crate::media_type::sniff(&image).map(|t| t.mime).filter(|m| profile.allows_mime(m)).ok_or_else(|| {
-                ApiError::MimeNotAllowed(format!(
-                    "the file is not one of the types profile '{}' allows ({})",
-                    profile.name,
-                    profile.allowed_mimes.join(", ")
-                ))
-            })?;
-        if profile.kind == MediaKind::Video {
-            return Err(no_posters(profile));
-        }
-        let rendered = self.thumbs.render_all(asset, image.clone()).await?;
-        let mut asset = asset.clone();
-        if profile.storage_path.uses_ext() && asset.ext.is_none() {
-            asset.ext = extension_for_mime(mime).and_then(|e| Extension::parse(e).ok());
-        }
-        let original = asset.original_key()?;
-        let opts = PutOptions { content_type: Some(mime.to_owned()), if_none_match: false };
-        self.store.put(&original, image.into(), opts).await?;
-        for key in self.variant_keys(&asset).await? {
-            self.store.delete(&key).await?;
-        }
-        self.forget_variants(&asset);
-        let mut thumbnails = Vec::with_capacity(rendered.len());
-        for (width, key, variant) in rendered {
-            self.thumbs.store_variant(&key, &variant).await?;
-            thumbnails.push((width, key));
-        }
-        Ok(Replaced { object_key: original, thumbnails })
-    }
-
-    /// Drops an asset's variants from this instance's memory cache.
-    pub fn forget_variants(&self, asset: &AssetRef) {
-        self.thumbs.forget(asset);
-    }
-}
-
-/// The answer for a thumbnail of an existing video: poster frames (ffmpeg)
-/// are not made by this version.
-pub fn no_posters(profile: &Profile) -> ApiError {
-    ApiError::UnsupportedMedia(format!(
-        "profile '{}' holds videos; poster frames are not made by this version",
-        profile.name
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,18 +203,18 @@ mod tests {
     #[test]
     fn ids_resolve_to_the_upload_keys() {
         let profiles = Profiles::example();
-        let a = AssetRef::resolve(&profiles, "avatar", "hello.jpg", None).unwrap();
+        let a = AssetKey::resolve(&profiles, "avatar", "hello.jpg", None).unwrap();
         assert_eq!(a.original_key().unwrap().as_str(), "originals/avatars/aa/hello");
-        let a = AssetRef::resolve(&profiles, "avatar", "hello", Some("")).unwrap();
+        let a = AssetKey::resolve(&profiles, "avatar", "hello", Some("")).unwrap();
         assert_eq!(a.original_key().unwrap().as_str(), "originals/avatars/aa/hello", "empty shard: the computed one");
-        let a = AssetRef::resolve(&profiles, "avatar", "hello", Some("custom")).unwrap();
+        let a = AssetKey::resolve(&profiles, "avatar", "hello", Some("custom")).unwrap();
         assert_eq!(a.original_key().unwrap().as_str(), "originals/avatars/custom/hello");
         // banner does not shard: the client's shard is ignored, even a bad one.
-        let a = AssetRef::resolve(&profiles, "banner", "b1", Some("BAD!")).unwrap();
+        let a = AssetKey::resolve(&profiles, "banner", "b1", Some("BAD!")).unwrap();
         assert_eq!(a.original_key().unwrap().as_str(), "originals/banners/b1");
         // Without {ext} in the template any extension is ignored, whatever it looks like.
         for id in ["hello.png.jpg", "hello.we-bp", "hello.PNG"] {
-            let a = AssetRef::resolve(&profiles, "avatar", id, None).unwrap();
+            let a = AssetKey::resolve(&profiles, "avatar", id, None).unwrap();
             assert_eq!(a.original_key().unwrap().as_str(), "originals/avatars/aa/hello", "{id}");
         }
     }
@@ -274,21 +223,21 @@ mod tests {
     fn bad_references_are_refused() {
         let profiles = Profiles::example();
         assert_eq!(
-            AssetRef::resolve(&profiles, "nope", "x", None).unwrap_err(),
+            AssetKey::resolve(&profiles, "nope", "x", None).unwrap_err(),
             AssetError::UnknownProfile { name: "nope".into(), known: "avatar, banner, default, photo, video".into() }
         );
-        assert!(matches!(AssetRef::resolve(&profiles, "avatar", "..", None), Err(AssetError::Key(_))));
-        assert!(matches!(AssetRef::resolve(&profiles, "avatar", "x", Some("../..")), Err(AssetError::Key(_))));
+        assert!(matches!(AssetKey::resolve(&profiles, "avatar", "..", None), Err(AssetError::Key(_))));
+        assert!(matches!(AssetKey::resolve(&profiles, "avatar", "x", Some("../..")), Err(AssetError::Key(_))));
     }
 
     #[test]
     fn ext_templates_need_the_extension() {
         let yaml = "profiles:\n  p:\n    allowed_mimes: [image/png]\n    size_max_bytes: 10\n    storage_path: o/{key_base}.{ext}\n    sizes: [64]\n";
         let profiles = Profiles::parse(yaml, "f").unwrap();
-        let a = AssetRef::resolve(&profiles, "p", "k.png", None).unwrap();
+        let a = AssetKey::resolve(&profiles, "p", "k.png", None).unwrap();
         assert_eq!(a.original_key().unwrap().as_str(), "o/k.png");
-        let a = AssetRef::resolve(&profiles, "p", "k", None).unwrap();
+        let a = AssetKey::resolve(&profiles, "p", "k", None).unwrap();
         assert!(matches!(a.original_key(), Err(AssetError::ExtensionRequired(_))));
-        assert!(matches!(AssetRef::resolve(&profiles, "p", "k.we-bp", None), Err(AssetError::Key(_))));
+        assert!(matches!(AssetKey::resolve(&profiles, "p", "k.we-bp", None), Err(AssetError::Key(_))));
     }
 }
