@@ -19,10 +19,10 @@ SRC = "src"
 # The HTTP side and the wiring above it; everything else is the domain.
 UPPER = {"http", "state", "startup", "server", "main", "lib", "client", "shutdown", "metrics"}
 # Modules allowed to build object keys from parts.
-KEY_MODULES = {"storage/keys.rs", "assets/key.rs"}
+KEY_MODULES = {"storage/keys.rs", "assets/mod.rs"}
 # Building a key from parts (parsing a key a client or a listing gave is not).
 KEY_BUILDERS = re.compile(
-    r"(ObjectKey|KeyPrefix)::parse\((format!|&?format!|stem|prefix)|ObjectKey::internal\(|VariantKey::(key|prefix)\(|"
+    r"(ObjectKey|KeyPrefix)::parse\((format!|&?format!|stem|prefix)|VariantKey::(key|prefix)\(|"
     r"\bvariant\.key\(|\.original\(&|\.before_ext\("
 )
 

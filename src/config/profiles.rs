@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::image::OutputFormat;
-use crate::storage::keys::{KeyError, KeyPrefix, Shard, StorageTemplate};
+use crate::storage::keys::{KeyError, Shard, StorageTemplate};
 
 /// The bundled example profiles, used when `STORAGE_CONFIG_PATH` is unset.
 pub const EXAMPLE_PROFILES: &str = include_str!("../../config/profiles.yaml");
@@ -394,21 +394,7 @@ fn size_value(field: &'static str, raw: &RawSize) -> FieldResult<u32> {
 }
 
 fn folder(field: &'static str, raw: &str) -> FieldResult<String> {
-    let trimmed = raw.trim_end_matches('/');
-    if trimmed.is_empty() {
-        return Err((field, "must not be empty".into()));
-    }
-    KeyPrefix::parse(format!("{trimmed}/")).map_err(|e| (field, e.to_string()))?;
-    if trimmed.split('/').any(|s| s == crate::storage::keys::SHARD_FOLDER) {
-        return Err((
-            field,
-            format!(
-                "the segment '{}' is reserved for the variants of custom-shard originals",
-                crate::storage::keys::SHARD_FOLDER
-            ),
-        ));
-    }
-    Ok(trimmed.to_owned())
+    crate::storage::keys::parse_folder(raw).map_err(|e| (field, e.to_string()))
 }
 
 /// Turns one raw profile into a validated one, or names the bad field.

@@ -244,6 +244,21 @@ impl Extension {
     }
 }
 
+/// A profile's folder (`thumb_folder`, `proxy_folder`): valid as a key
+/// prefix, without a trailing `/`, and without the reserved [`SHARD_FOLDER`]
+/// segment.
+pub fn parse_folder(raw: &str) -> Result<String, KeyError> {
+    let trimmed = raw.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err(KeyError::InvalidKey("empty folder"));
+    }
+    KeyPrefix::parse(format!("{trimmed}/"))?;
+    if trimmed.split('/').any(|s| s == SHARD_FOLDER) {
+        return Err(KeyError::InvalidKey("the segment '_shard' is reserved for the media of custom-shard originals"));
+    }
+    Ok(trimmed.to_owned())
+}
+
 /// Splits an `image_id` from a URL (`photo.jpg`) into its key base and the
 /// extension: everything after the first dot.
 pub fn split_image_id(image_id: &str) -> Result<(KeyBase, Option<Extension>), KeyError> {
