@@ -119,7 +119,7 @@ impl Library {
                     allowed: profile.allowed_mimes.join(", "),
                 }
             })?;
-        if profile.kind == MediaKind::Video {
+        if profile.kind() == MediaKind::Video {
             return Err(LibraryError::VideoProfile(profile.name.clone()));
         }
         let rendered = self.thumbs.render_all(asset, image.clone()).await?;

@@ -146,7 +146,7 @@ fn print_profiles(profiles: &Profiles) {
         println!(
             "{:<12} kind={} mimes={} max={}B multipart>{}B part={}B ttl={}s path={} thumbs={} sizes={:?} default={} q={} format={}",
             p.name,
-            p.kind.as_str(),
+            p.kind().as_str(),
             p.allowed_mimes.join(","),
             p.size_max_bytes,
             p.multipart_threshold,

@@ -136,6 +136,23 @@ pub struct Settings {
     pub log_format: LogFormat,
 }
 
+impl Settings {
+    /// The documented defaults, without reading the environment or `.env`:
+    /// a shell with PORT or S3_* set must not change what tests and
+    /// embedders get. The defaults stay declared once, in the attributes.
+    pub fn defaults() -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let command = Defaults::command().mut_args(|arg| arg.env(None::<&str>));
+        let matches = command.get_matches_from(["mediaflow"]);
+        Defaults::from_arg_matches(&matches).expect("the defaults parse").settings
+    }
+}
+
 /// Which store to use.
 #[derive(Debug, Clone)]
 pub enum StorageConfig {
@@ -354,19 +371,8 @@ impl Config {
     /// A configuration for tests and embedding: filesystem store at `data_dir`,
     /// defaults everywhere else, a fixed signing secret.
     pub fn for_fs(data_dir: impl Into<PathBuf>) -> Self {
-        use clap::Parser;
-        #[derive(clap::Parser)]
-        struct Defaults {
-            #[command(flatten)]
-            settings: Settings,
-        }
-        // Parse no arguments and no environment: the documented defaults.
-        let mut settings = Defaults::parse_from(["mediaflow"]).settings;
+        let mut settings = Settings::defaults();
         settings.data_dir = data_dir.into();
-        settings.s3_bucket = None;
-        settings.api_key = None;
-        settings.storage_config_path = None;
-        settings.public_base_url = None;
         settings.signing_secret = Some("test-signing-secret-0123456789".into());
         Self::from_settings(settings).expect("defaults are valid")
     }
@@ -375,6 +381,17 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_do_not_read_the_environment() {
+        // SAFETY (of the test): this variable is read by no other test.
+        unsafe { std::env::set_var("S3_REGION", "eu-from-the-environment") };
+        let s = Settings::defaults();
+        unsafe { std::env::remove_var("S3_REGION") };
+        assert_eq!(s.s3_region, "us-east-1");
+        assert_eq!(s.port, 8080);
+        assert_eq!(s.bind_addr, None);
+    }
 
     #[test]
     fn secrets_are_not_in_debug_output() {

@@ -178,7 +178,7 @@ fn spaces(p: &Profile) -> Vec<Space> {
     let mut thumbs = folder(&p.thumb_folder);
     thumbs.extend(variant_name.clone());
     out.push(space("variants", thumbs));
-    if let Some(proxies) = &p.proxy_folder {
+    if let Some(proxies) = p.video().and_then(|v| v.proxy_folder.as_ref()) {
         let mut t = folder(proxies);
         t.extend(proxy_name.clone());
         out.push(space("proxies", t));
@@ -188,7 +188,7 @@ fn spaces(p: &Profile) -> Vec<Space> {
         let mut t = shard_folder(&p.thumb_folder);
         t.extend(variant_name);
         out.push(space("variants", t));
-        if let Some(proxies) = &p.proxy_folder {
+        if let Some(proxies) = p.video().and_then(|v| v.proxy_folder.as_ref()) {
             let mut t = shard_folder(proxies);
             t.extend(proxy_name);
             out.push(space("proxies", t));

@@ -62,7 +62,7 @@ impl ProfileInfo {
             .flat_map(|t| t.extensions.iter().copied())
             .collect();
         Self {
-            kind: p.kind.as_str(),
+            kind: p.kind().as_str(),
             allowed_mimes: p.allowed_mimes.clone(),
             extensions,
             size_max_bytes: p.size_max_bytes,
@@ -78,7 +78,10 @@ impl ProfileInfo {
             max_width: p.max_width,
             format: p.convert_to.format.extension().to_owned(),
             quality: p.quality,
-            proxy_formats: if p.proxy_folder.is_some() { p.formats.clone() } else { Vec::new() },
+            proxy_formats: p
+                .video()
+                .map(|v| v.proxy_formats.iter().map(|f| f.name().to_owned()).collect())
+                .unwrap_or_default(),
         }
     }
 }

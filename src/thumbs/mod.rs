@@ -200,7 +200,7 @@ impl Thumbs {
 
     /// The variant for `req`: from memory, the store, or made now.
     pub async fn get(self: &Arc<Self>, asset: &AssetKey, req: &VariantRequest) -> Result<Variant, ThumbError> {
-        if asset.profile().kind == crate::config::MediaKind::Video {
+        if asset.profile().kind() == crate::config::MediaKind::Video {
             // 404 for a missing original, as for any asset; 415 for a video.
             asset.find_original(&*self.store).await?;
             return Err(ThumbError::Unsupported(format!(

@@ -267,7 +267,7 @@ impl Uploads {
         if meta.size == 0 {
             return Ok(Some(Rejection::Empty));
         }
-        let window = if profile.kind == MediaKind::Image { PROBE_LEN } else { crate::media_type::SNIFF_LEN };
+        let window = if profile.kind() == MediaKind::Image { PROBE_LEN } else { crate::media_type::SNIFF_LEN };
         let head = self.read_head(&meta.key, window.min(meta.size)).await?;
         let found = match crate::media_type::sniff(&head) {
             Some(found) if profile.allows_mime(found.mime) => found.mime,
@@ -281,7 +281,7 @@ impl Uploads {
                 }));
             }
         };
-        if profile.kind == MediaKind::Image && crate::image::sniff(&head).is_some() {
+        if profile.kind() == MediaKind::Image && crate::image::sniff(&head).is_some() {
             return self.probe_image(meta, head, found).await;
         }
         Ok(None)

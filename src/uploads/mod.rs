@@ -291,12 +291,12 @@ fn check(profiles: &Profiles, req: &PresignInput) -> Result<Checked> {
         .ok_or_else(|| UploadError::UnknownProfile { name: profile_name.to_owned(), known: profiles.names() })?
         .clone();
     if let Some(kind) = req.kind.as_deref().filter(|k| !k.is_empty())
-        && kind != profile.kind.as_str()
+        && kind != profile.kind().as_str()
     {
         return Err(UploadError::KindMismatch {
             kind: kind.to_owned(),
             profile: profile.name.clone(),
-            expected: profile.kind.as_str(),
+            expected: profile.kind().as_str(),
         });
     }
     // Declared aliases (`image/jpg`) resolve to their canonical type, which is
