@@ -328,8 +328,8 @@ convert_to: "webp"
 
 impl Profiles {
     /// Parses and validates a profiles file; `file` names it in errors.
-    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
-        let raw: RawFile = serde_yaml_ng::from_str(text).map_err(|e| {
+    pub fn parse(text: &str, file: &str) -> Result<Self, Box<ConfigError>> {
+        let raw: RawFile = serde_yaml_ng::from_str(text).map_err(|e| -> Box<ConfigError> {
             let message = e.to_string();
             // The parser knows only where the map starts; the line to fix is
             // the second definition.
@@ -342,6 +342,7 @@ impl Profiles {
                 message,
                 more: Vec::new(),
             }
+            .into()
         })?;
         if raw.profiles.is_empty() {
             return Err(ConfigError {
@@ -351,7 +352,8 @@ impl Profiles {
                 line: None,
                 message: "no profiles defined".into(),
                 more: Vec::new(),
-            });
+            }
+            .into());
         }
         let mut by_name = BTreeMap::new();
         let mut problems = Vec::new();
@@ -372,7 +374,7 @@ impl Profiles {
         }
         if let Some(mut first) = (!problems.is_empty()).then(|| problems.remove(0)) {
             first.more = problems;
-            return Err(first);
+            return Err(first.into());
         }
         if !by_name.contains_key("default") {
             let raw: RawProfile = serde_yaml_ng::from_str(BUILTIN_DEFAULT).expect("built-in default parses");
@@ -380,13 +382,15 @@ impl Profiles {
             by_name.insert("default".into(), profile);
         }
         let all: Vec<&Profile> = by_name.values().collect();
-        let reserved = super::overlap::check(&all).map_err(|o| ConfigError {
-            file: file.to_owned(),
-            line: locate(text, &o.profile, "storage_path"),
-            profile: Some(o.profile.clone()),
-            field: None,
-            message: o.message,
-            more: Vec::new(),
+        let reserved = super::overlap::check(&all).map_err(|o| {
+            Box::new(ConfigError {
+                file: file.to_owned(),
+                line: locate(text, &o.profile, "storage_path"),
+                profile: Some(o.profile.clone()),
+                field: None,
+                message: o.message,
+                more: Vec::new(),
+            })
         })?;
         for (name, shards) in reserved.0 {
             if let Some(p) = by_name.get_mut(&name) {
