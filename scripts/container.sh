@@ -97,7 +97,9 @@ base=${BASE_IMAGE:-}
 if [[ -z $base ]]; then
   t=$SECONDS
   # One base build at a time on a machine; the second run finds the first's.
-  exec 9>/var/tmp/mediaflow-container-base.lock
+  lock=/var/tmp/mediaflow-container-base.lock
+  [[ -w $lock ]] || { as_root touch "$lock" && as_root chmod 666 "$lock"; }
+  exec 9>>"$lock"
   flock 9
   if pm image exists "$registry_base"; then
     base=$registry_base
