@@ -3,6 +3,8 @@
 # on this machine, starts it with Podman and checks it as a user would run it:
 #
 #   scripts/container.sh [BINARY]     # default: target/release/mediaflow
+#   scripts/container.sh --image IMAGE   # check an image built otherwise (e.g.
+#                                        # from the multi-stage Containerfile)
 #
 # - installs podman, buildah, runc and mmdebstrap with apt-get when missing;
 # - base image: BASE_IMAGE if set, else debian:bookworm-slim when it is here or
@@ -27,8 +29,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-binary=${1:-${CARGO_TARGET_DIR:-target}/release/mediaflow}
-image=${IMAGE:-localhost/mediaflow:dev}
+existing=
+if [[ ${1:-} == --image ]]; then
+  existing=${2:?usage: container.sh --image IMAGE}
+  image=$existing
+else
+  binary=${1:-${CARGO_TARGET_DIR:-target}/release/mediaflow}
+  image=${IMAGE:-localhost/mediaflow:dev}
+fi
 local_base=localhost/mediaflow-base:bookworm
 registry_base=docker.io/library/debian:bookworm-slim
 ffmpeg=${FFMPEG:-true}
@@ -49,7 +57,7 @@ step() { echo "container: $*"; }
 as_root() { if [[ $(id -u) == 0 ]]; then "$@"; else sudo -n "$@"; fi; }
 pm() { as_root podman --runtime runc --cgroup-manager cgroupfs "$@"; }
 
-[[ -x $binary ]] || fail "no binary at $binary (cargo build --release, or pass its path)"
+[[ -n $existing || -x $binary ]] || fail "no binary at $binary (cargo build --release, or pass its path)"
 
 # The two Containerfiles share their runtime stage; only one of them can be
 # built here (the other needs a Rust image from a registry), so keep them equal.
@@ -79,7 +87,7 @@ fi
 pm info >/dev/null 2>&1 || skip "podman info fails: $(pm info 2>&1 | tail -n 1)"
 # The binary runs on Debian bookworm's glibc (2.36) inside the image.
 glibc=$(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}')
-if [[ -n $glibc ]] && [[ $(printf '%s\n' "$glibc" 2.36 | sort -V | tail -n 1) != 2.36 ]]; then
+if [[ -z $existing && -n $glibc ]] && [[ $(printf '%s\n' "$glibc" 2.36 | sort -V | tail -n 1) != 2.36 ]]; then
   skip "$binary links against glibc $glibc, newer than the image's 2.36 (build on bookworm, or use the multi-stage Containerfile)"
 fi
 
@@ -94,6 +102,8 @@ trap cleanup EXIT
 # --- base image ----------------------------------------------------------------
 base_seconds=0
 base=${BASE_IMAGE:-}
+# An image to check is its own base for the build-context check below.
+[[ -z $existing ]] || base=$existing
 if [[ -z $base ]]; then
   t=$SECONDS
   # One base build at a time on a machine; the second run finds the first's.
@@ -134,7 +144,8 @@ if [[ -z $base ]]; then
   base_seconds=$((SECONDS - t))
 fi
 step "base image $base ($base_seconds s)"
-pm run --rm --network none "${ulimits[@]}" "$base" true >"$work/smoke.log" 2>&1 ||
+pm image exists "$base" || fail "no image $base"
+pm run --rm --network none "${ulimits[@]}" --entrypoint true "$base" >"$work/smoke.log" 2>&1 ||
   skip "podman cannot start a container: $(grep -v 'level=' "$work/smoke.log" | tail -n 1)"
 
 # --- the build context of Containerfile ----------------------------------------
@@ -159,28 +170,34 @@ pm rmi "$(cat "$work/context.iid")" >/dev/null 2>&1 || true
 step "build context ok ($(grep -o 'context: [0-9]* KiB' "$work/context.log"), no target/, data/ or .env; $((SECONDS - t)) s)"
 
 # --- the image -----------------------------------------------------------------
-mkdir "$work/ctx"
-# Debug info stripped (symbols kept): a third of the size, and quicker to build.
-if command -v objcopy >/dev/null 2>&1; then
-  objcopy --strip-debug "$binary" "$work/ctx/mediaflow"
-else
-  cp "$binary" "$work/ctx/mediaflow"
+build_seconds=0
+if [[ -z $existing ]]; then
+  mkdir "$work/ctx"
+  # Debug info stripped (symbols kept): a third of the size, and quicker to build.
+  if command -v objcopy >/dev/null 2>&1; then
+    objcopy --strip-debug "$binary" "$work/ctx/mediaflow"
+  else
+    cp "$binary" "$work/ctx/mediaflow"
+  fi
+  old_id=$(pm image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
+  t=$SECONDS
+  # --format docker: the OCI format has no HEALTHCHECK. The apt-get layer is
+  # cached between runs (same base, same instruction); only the binary changes.
+  pm build --format docker --network host --build-arg "BASE_IMAGE=$base" --build-arg "FFMPEG=$ffmpeg" \
+    -f "$root/Containerfile.runtime" -t "$image" "$work/ctx" >"$work/build.log" 2>&1 || {
+    tail -n 30 "$work/build.log" >&2
+    fail "podman build"
+  }
+  build_seconds=$((SECONDS - t))
+  new_id=$(pm image inspect --format '{{.Id}}' "$image")
+  # The previous build of this tag, now untagged: ours to remove (by id).
+  if [[ -n $old_id && $old_id != "$new_id" ]]; then pm rmi "$old_id" >/dev/null 2>&1 || true; fi
+  step "built $image in $build_seconds s (binary $(($(stat -c %s "$work/ctx/mediaflow") / 1000000)) MB)"
 fi
-old_id=$(pm image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
-t=$SECONDS
-# --format docker: the OCI format has no HEALTHCHECK. The apt-get layer is
-# cached between runs (same base, same instruction); only the binary changes.
-pm build --format docker --network host --build-arg "BASE_IMAGE=$base" --build-arg "FFMPEG=$ffmpeg" \
-  -f "$root/Containerfile.runtime" -t "$image" "$work/ctx" >"$work/build.log" 2>&1 || {
-  tail -n 30 "$work/build.log" >&2
-  fail "podman build"
-}
-build_seconds=$((SECONDS - t))
-new_id=$(pm image inspect --format '{{.Id}}' "$image")
-# The previous build of this tag, now untagged: ours to remove (by id).
-if [[ -n $old_id && $old_id != "$new_id" ]]; then pm rmi "$old_id" >/dev/null 2>&1 || true; fi
 size=$(pm image inspect --format '{{.Size}}' "$image")
-step "built $image in $build_seconds s: $((size / 1000000)) MB (binary $(($(stat -c %s "$work/ctx/mediaflow") / 1000000)) MB)"
+binary_size=$(pm run --rm --network none "${ulimits[@]}" --entrypoint stat "$image" -c %s /usr/local/bin/mediaflow 2>/dev/null) ||
+  fail "no /usr/local/bin/mediaflow in $image"
+step "image $image: $((size / 1000000)) MB, of which the binary $((binary_size / 1000000)) MB"
 
 # --- what the image declares -----------------------------------------------------
 inspect() { pm image inspect --format "$1" "$image"; }
@@ -264,8 +281,11 @@ done
 cmp -s "$work/in.png" "$work/data/$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["object_key"])' "$work/post.json")" ||
   fail "the stored original differs from the upload"
 curl -fsS -o "$work/thumb.webp" "$base_url/thumb/avatar/container-check?width=128" || fail "GET /thumb"
-# Decoded by the same pipeline on the host; never upscaled, so a huge width gives the size as stored.
-decoded=$("$binary" thumb "$work/thumb.webp" -w 100000 -f png -o "$work/thumb.png") || fail "the thumbnail does not decode"
+# Decoded by the image's own pipeline (`mediaflow thumb`); never upscaled, so a
+# huge width gives the size as stored.
+chmod 644 "$work/thumb.webp"
+decoded=$(pm run --rm --network none "${ulimits[@]}" -v "$work/thumb.webp:/in.webp:ro" "$image" \
+  thumb /in.webp -w 100000 -f png -o /tmp/out.png 2>/dev/null) || fail "the thumbnail does not decode"
 grep -q ' 128x96 ' <<<"$decoded" || fail "thumbnail is not 128x96: $decoded"
 step "POST /thumb stored $(find "$work/data" -type f | wc -l) files in the volume (uid 10001); GET /thumb decodes to 128x96"
 
