@@ -1,5 +1,6 @@
 //! The asset library: what happens to an asset as a whole — deleting it (its
-//! original, every variant, and their cached copies) and replacing its
+//! original, every variant, its video proxies and facts, and their cached
+//! copies) and replacing its
 //! original by an upload through the service (POST /thumb), which makes
 //! every size of the profile before anything is stored.
 
@@ -13,6 +14,7 @@ use crate::media_type::MediaType;
 use crate::storage::keys::Extension;
 use crate::storage::{DynStore, ObjectKey, PutOptions, StorageError};
 use crate::thumbs::{ThumbError, Thumbs};
+use crate::video::Videos;
 
 /// Why a library operation failed. Mapped to HTTP in `http::error`.
 #[derive(Debug, thiserror::Error)]
@@ -61,12 +63,13 @@ pub struct Replaced {
 pub struct Library {
     store: DynStore,
     thumbs: Arc<Thumbs>,
+    videos: Arc<Videos>,
 }
 
 impl Library {
     /// A library over `store`, whose variants `thumbs` makes and caches.
-    pub fn new(store: DynStore, thumbs: Arc<Thumbs>) -> Self {
-        Self { store, thumbs }
+    pub fn new(store: DynStore, thumbs: Arc<Thumbs>, videos: Arc<Videos>) -> Self {
+        Self { store, thumbs, videos }
     }
 
     /// Deletes the original and every variant of `asset` (all sizes, formats
@@ -89,6 +92,9 @@ impl Library {
             self.store.delete(&key).await?;
             deleted += 1;
         }
+        deleted += self.videos.delete_proxies(asset).await?;
+        // The facts are remade from the next original; not counted as media.
+        self.store.delete(&asset.facts_key()?).await?;
         self.thumbs.forget(asset);
         if deleted == 0 {
             return Err(LibraryError::NothingStored {

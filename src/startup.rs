@@ -140,37 +140,68 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     if let Some(fs) = opened.fs {
         spawn_fs_sweeper(&state.lifecycle, fs);
     }
+    state.videos.start_worker(&state.lifecycle);
     Ok(state)
+}
+
+/// A built service bound to its listener, ready to serve: what `main` runs
+/// and what the tests start, through the same code.
+#[derive(Debug)]
+pub struct Application {
+    /// What every request shares.
+    pub state: AppState,
+    listener: tokio::net::TcpListener,
+}
+
+impl Application {
+    /// Builds the state, starts its background work (sweeper, video jobs)
+    /// and binds `config.listen` (port 0: a free one).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let listen = config.listen;
+        let state = build_state(config).await?;
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "listening");
+        Ok(Self { state, listener })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until the lifecycle shuts down, then drains requests and
+    /// background work up to the deadline. Returns whether everything
+    /// finished in time.
+    pub async fn run_until_stopped(self) -> bool {
+        let Self { state, listener } = self;
+        let lifecycle = state.lifecycle.clone();
+        let http = state.config.http.clone();
+        let drained = crate::server::serve(
+            listener,
+            crate::app(state.clone()),
+            lifecycle.clone(),
+            http.client_idle_timeout,
+            http.shutdown_timeout,
+        )
+        .await;
+        let tasks_done = lifecycle.wait_for_tasks(http.shutdown_timeout).await;
+        if !tasks_done {
+            tracing::warn!(pending = lifecycle.pending_tasks(), "background work did not finish before the deadline");
+        }
+        tracing::info!(drained, tasks_done, "stopped");
+        drained && tasks_done
+    }
 }
 
 /// Runs the server until SIGTERM/SIGINT, then drains and returns.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     config.check_protected_mode()?;
-    let listen = config.listen;
-    let state = build_state(config).await?;
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "listening");
-    let lifecycle = state.lifecycle.clone();
-    tokio::spawn({
-        let lifecycle = lifecycle.clone();
-        async move {
-            crate::shutdown::signal().await;
-            lifecycle.shut_down();
-        }
+    let app = Application::build(config).await?;
+    let lifecycle = app.state.lifecycle.clone();
+    tokio::spawn(async move {
+        crate::shutdown::signal().await;
+        lifecycle.shut_down();
     });
-    let http = state.config.http.clone();
-    let drained = crate::server::serve(
-        listener,
-        crate::app(state.clone()),
-        lifecycle.clone(),
-        http.client_idle_timeout,
-        http.shutdown_timeout,
-    )
-    .await;
-    let tasks_done = lifecycle.wait_for_tasks(http.shutdown_timeout).await;
-    if !tasks_done {
-        tracing::warn!(pending = lifecycle.pending_tasks(), "background work did not finish before the deadline");
-    }
-    tracing::info!(drained, tasks_done, "stopped");
+    app.run_until_stopped().await;
     Ok(())
 }

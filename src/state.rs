@@ -33,6 +33,8 @@ pub struct Inner {
     pub library: crate::library::Library,
     /// Presigned uploads: presign, parts, complete, abort.
     pub uploads: Arc<Uploads>,
+    /// Video: posters, proxies and their jobs, facts.
+    pub videos: Arc<crate::video::Videos>,
 }
 
 impl AppState {
@@ -42,15 +44,17 @@ impl AppState {
         let lifecycle = Lifecycle::new();
         let thumbs = Arc::new(Thumbs::new(&config, store.clone(), lifecycle.clone()));
         let profiles = Arc::new(profiles);
+        let videos = Arc::new(crate::video::Videos::new(&config, store.clone(), profiles.clone()));
         let uploads = Arc::new(Uploads::new(
             store.clone(),
             profiles.clone(),
             config.signing_secret.expose().as_bytes(),
             lifecycle.clone(),
             config.transforms.max_pixels,
+            videos.clone(),
         ));
-        let library = crate::library::Library::new(store.clone(), thumbs.clone());
-        Self(Arc::new(Inner { config, profiles, store, fs_signer, lifecycle, thumbs, library, uploads }))
+        let library = crate::library::Library::new(store.clone(), thumbs.clone(), videos.clone());
+        Self(Arc::new(Inner { config, profiles, store, fs_signer, lifecycle, thumbs, library, uploads, videos }))
     }
 }
 

@@ -17,6 +17,7 @@ use crate::storage::StorageError;
 use crate::storage::keys::KeyError;
 use crate::thumbs::ThumbError;
 use crate::uploads::UploadError;
+use crate::video::VideoError;
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,6 +95,9 @@ pub enum ApiError {
         /// The object size.
         size: u64,
     },
+    /// 501: a feature this server cannot offer (no ffmpeg installed).
+    #[error("{0}")]
+    NotImplemented(String),
     /// 500: a bug. The detail is logged, not sent.
     #[error("internal error")]
     Internal(String),
@@ -145,6 +149,7 @@ impl ApiError {
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
             Self::RangeNotSatisfiable { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable"),
+            Self::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -265,6 +270,20 @@ impl From<LibraryError> for ApiError {
     }
 }
 
+impl From<VideoError> for ApiError {
+    fn from(e: VideoError) -> Self {
+        let message = e.to_string();
+        match e {
+            VideoError::NotInstalled => Self::NotImplemented(message),
+            VideoError::NotAVideo(_) | VideoError::Failed(_) => Self::UnsupportedMedia(message),
+            VideoError::TooLarge { .. } => Self::ImageTooLarge(message),
+            VideoError::TimedOut(_) => Self::Overloaded { message, retry_after: 2 },
+            VideoError::Store(_) => Self::Storage(message),
+            VideoError::NoProxies(_) | VideoError::NoOriginal => Self::NotFound(message),
+        }
+    }
+}
+
 impl From<ThumbError> for ApiError {
     fn from(e: ThumbError) -> Self {
         let message = e.to_string();
@@ -376,6 +395,7 @@ mod tests {
             (ApiError::ImageTooLarge("x".into()), 422, "image_too_large"),
             (ApiError::Overloaded { message: "x".into(), retry_after: 1 }, 503, "overloaded"),
             (ApiError::Storage("x".into()), 502, "storage_error"),
+            (ApiError::NotImplemented("x".into()), 501, "not_implemented"),
             (ApiError::Internal("x".into()), 500, "internal"),
         ];
         for (err, status, code) in cases {

@@ -13,6 +13,7 @@ pub mod observe;
 pub mod openapi;
 pub mod originals;
 pub mod profiles;
+pub mod proxy;
 pub mod thumbs;
 pub mod uploads;
 pub mod wire;
@@ -44,6 +45,8 @@ pub mod paths {
     pub const ORIGINAL: &str = "/originals/{profile}/{image_id}";
     /// `GET|HEAD|POST /thumb/…`.
     pub const THUMB: &str = "/thumb/{profile}/{image_id}";
+    /// `GET|HEAD /proxy/…`.
+    pub const PROXY: &str = "/proxy/{profile}/{image_id}";
     /// `GET /v1/profiles`.
     pub const PROFILES: &str = "/v1/profiles";
     /// `POST /v1/uploads/presign`.
@@ -94,6 +97,7 @@ pub fn app(state: AppState) -> Router {
             paths::THUMB,
             get(thumbs::get_thumb).post(thumbs::post_thumb.layer(DefaultBodyLimit::disable()).layer(with_key.clone())),
         )
+        .route(paths::PROXY, get(proxy::get_proxy))
         .route(paths::PROFILES, get(profiles::list_profiles))
         .route(paths::PRESIGN, post(uploads::presign).route_layer(with_key.clone()))
         // The upload's token authorises these (checked in the handlers), or the API key.

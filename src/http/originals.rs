@@ -38,8 +38,22 @@ pub async fn get_original(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let asset = AssetKey::resolve(&state.profiles, &profile, &image_id, query.shard.as_deref())?;
+    let key = asset.locate_original(&*state.store).await?;
+    serve_object(&state, &asset, &key, &method, &headers, None).await
+}
+
+/// Serves a stored object (an original, a proxy) streamed, with ranges,
+/// conditional requests and the media headers. `filename` overrides the name
+/// a browser saves it under (default: the asset's id and type).
+pub async fn serve_object(
+    state: &AppState,
+    asset: &AssetKey,
+    key: &ObjectKey,
+    method: &Method,
+    headers: &HeaderMap,
+    filename: Option<String>,
+) -> ApiResult<Response> {
     let store = &state.store;
-    let key = asset.locate_original(&**store).await?;
     let range = headers.get(axum::http::header::RANGE).and_then(|v| v.to_str().ok()).and_then(parse_range);
     let conditional =
         [axum::http::header::IF_NONE_MATCH, axum::http::header::IF_MODIFIED_SINCE, axum::http::header::IF_RANGE]
@@ -49,20 +63,20 @@ pub async fn get_original(
     // HEAD and conditional requests look before they fetch, so a 304 or a HEAD
     // never opens the object's body.
     let mut honour_range = true;
-    if method == Method::HEAD || conditional {
-        let meta = store.head(&key).await.map_err(not_found_as("original"))?;
-        let media = media_headers(&state, &asset, &key, &meta).await?;
-        match evaluate(&headers, &meta.etag, meta.last_modified) {
+    if *method == Method::HEAD || conditional {
+        let meta = store.head(key).await.map_err(not_found_as("original"))?;
+        let media = media_headers(state, asset, key, &meta, filename.clone()).await?;
+        match evaluate(headers, &meta.etag, meta.last_modified) {
             Condition::NotModified => return Ok(media.not_modified()),
             Condition::Proceed { honour_range: h } => honour_range = h,
         }
-        if method == Method::HEAD {
+        if *method == Method::HEAD {
             return Ok(media.respond(meta.size, None, None));
         }
     }
     let range = range.filter(|_| honour_range);
-    let object = store.get(&key, range).await.map_err(not_found_as("original"))?;
-    let media = media_headers(&state, &asset, &key, &object.meta).await?;
+    let object = store.get(key, range).await.map_err(not_found_as("original"))?;
+    let media = media_headers(state, asset, key, &object.meta, filename).await?;
     Ok(media.respond(object.meta.size, object.range, Some(Body::from_stream(object.body))))
 }
 
@@ -72,6 +86,7 @@ async fn media_headers(
     asset: &AssetKey,
     key: &ObjectKey,
     meta: &ObjectMeta,
+    filename: Option<String>,
 ) -> ApiResult<MediaHeaders> {
     let stored = meta.content_type.as_deref();
     let content_type = if stored.is_some_and(is_specific_media_type) || meta.size == 0 {
@@ -86,10 +101,10 @@ async fn media_headers(
         Some(ext) => Some(ext.as_str().to_owned()),
         None => crate::media_type::resolve(&content_type).map(|t| t.extension().to_owned()),
     };
-    let filename = Some(match ext {
+    let filename = Some(filename.unwrap_or_else(|| match ext {
         Some(ext) => format!("{}.{ext}", asset.key_base()),
         None => asset.key_base().to_string(),
-    });
+    }));
     Ok(MediaHeaders {
         filename,
         content_type,

@@ -251,6 +251,8 @@ impl Uploads {
             return Err(UploadError::VerificationFailed(reason));
         }
         metrics::counter!("mediaflow_uploads_completed_total", "profile" => job.profile.name.clone()).increment(1);
+        // A video's proxies start now (SPEC §3 /proxy), not at first request.
+        self.videos.uploaded(&job.profile.name, key).await;
         Ok(())
     }
 

@@ -350,6 +350,8 @@ pub struct Uploads {
     lifecycle: Lifecycle,
     /// MAX_SOURCE_PIXELS: an image over it fails verification.
     max_pixels: u64,
+    /// Told of every completed video, to start its proxies.
+    videos: Arc<crate::video::Videos>,
 }
 
 impl Uploads {
@@ -361,9 +363,10 @@ impl Uploads {
         signing_secret: &[u8],
         lifecycle: Lifecycle,
         max_pixels: u64,
+        videos: Arc<crate::video::Videos>,
     ) -> Self {
         let completions = complete::Completions::new(store.clone());
-        Self { store, profiles, tokens: TokenSigner::new(signing_secret), completions, lifecycle, max_pixels }
+        Self { store, profiles, tokens: TokenSigner::new(signing_secret), completions, lifecycle, max_pixels, videos }
     }
 
     /// Checks an upload token (signature and expiry).
