@@ -51,6 +51,8 @@ pub(crate) fn decode(bytes: &[u8], plan: &Plan, cancel: &Cancel) -> Result<Decod
         SourceFormat::Jpeg if plan.geometry.streamed => match decode_jpeg_mozjpeg(bytes, plan, cancel) {
             Ok(Some(d)) => Ok(d),
             Err(MozError::Image(e)) => Err(e),
+            // The reader failed on the flag before libjpeg could unwind.
+            Err(MozError::Refused(_)) if cancel.is_cancelled() => Err(ImageError::Cancelled),
             // mozjpeg refused the file (or found a colour space it cannot
             // convert): give the more lenient zune-jpeg a go, at full size,
             // if that fits in the memory the plan was priced at; report

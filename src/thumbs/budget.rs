@@ -61,6 +61,8 @@ impl RenderBudget {
     pub fn new(bytes: u64) -> Self {
         let total_kib = (bytes / 1024).min(u64::from(u32::MAX)) as u32;
         metrics::gauge!("mediaflow_render_budget_bytes").set(f64::from(total_kib) * 1024.0);
+        metrics::gauge!("mediaflow_render_budget_in_use_bytes").set(0.0);
+        metrics::gauge!("mediaflow_render_budget_waiting").set(0.0);
         Self { kib: Arc::new(Semaphore::new(total_kib as usize)), total_kib, waiting: Arc::new(AtomicUsize::new(0)) }
     }
 
