@@ -334,6 +334,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn render_memory_budget_is_in_mib_with_a_floor() {
+        assert_eq!(Config::for_fs("/tmp/x").transforms.max_render_memory, 1024 << 20, "default 1024 MiB");
+        assert_eq!(render_memory(256), Ok(256 << 20));
+        assert!(render_memory(15).unwrap_err().contains("MAX_RENDER_MEMORY_MB"));
+        assert!(render_memory(u64::MAX).is_err());
+    }
+
+    #[test]
     fn secrets_are_not_in_debug_output() {
         let mut c = Config::for_fs("/tmp/x");
         c.api_key = Some(Secret::new("api-key-value"));

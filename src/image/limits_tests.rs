@@ -212,7 +212,11 @@ fn an_output_over_the_formats_limit_is_refused_before_decoding_with_a_hint() {
         ImageError::OutputTooLarge { width: 256, height: 17_067, format: OutputFormat::Webp, max_side: 16_383 }
     );
     let hint = err.hint().unwrap();
-    assert!(hint.contains("16383") && hint.contains("jpeg") && hint.contains("png"), "{hint}");
+    assert_eq!(
+        hint,
+        "webp holds at most 16383 pixels a side; ask for format=jpeg (up to 65535 px) or format=avif (up to 32768 px) \
+         or format=png, or ask for a smaller width"
+    );
     assert!(err.to_string().contains("256x17067"), "{err}");
     for format in [OutputFormat::Jpeg, OutputFormat::Png] {
         let t = thumbnail(&tall, &spec(256, format), &Limits::default()).unwrap();
@@ -230,10 +234,23 @@ fn an_output_over_the_formats_limit_is_refused_before_decoding_with_a_hint() {
     let upright = with_sof_size(small, 20_000, 300);
     assert!(plan(&upright, &WEBP_256, &Limits::default()).is_ok());
 
+    // AVIF's limit is the browsers' decoders' (32 768), JPEG's its 16-bit sizes.
+    let taller = png_header(300, 40_000, 8, 2);
+    let err = plan(&taller, &spec(256, OutputFormat::Avif), &Limits::default()).unwrap_err();
+    assert_eq!(
+        err,
+        ImageError::OutputTooLarge { width: 256, height: 34_133, format: OutputFormat::Avif, max_side: 32_768 }
+    );
+    assert_eq!(
+        err.hint().unwrap(),
+        "avif holds at most 32768 pixels a side; ask for format=jpeg (up to 65535 px) or format=png, or ask for a smaller width"
+    );
+    assert!(plan(&taller, &spec(256, OutputFormat::Jpeg), &Limits::default()).is_ok());
+
     // Every format's own limit.
     assert_eq!(OutputFormat::Webp.max_side(), 16_383);
     assert_eq!(OutputFormat::Jpeg.max_side(), 65_535);
-    assert_eq!(OutputFormat::Avif.max_side(), 65_535);
+    assert_eq!(OutputFormat::Avif.max_side(), 32_768);
     assert!(OutputFormat::Png.max_side() > MAX_SOURCE_SIDE);
 }
 

@@ -130,13 +130,16 @@ impl OutputFormat {
         }
     }
 
-    /// Longest side, in pixels, the format (or its encoder) can hold.
-    /// WebP stores 14-bit sizes; baseline JPEG 16-bit ones; rav1e refuses
-    /// AV1 frames over 65 535; PNG's 31-bit sizes are never the limit.
+    /// Longest side, in pixels, the format can hold: WebP stores 14-bit
+    /// sizes; baseline JPEG 16-bit ones; rav1e encodes AVIF up to 65 535,
+    /// but libavif and CrabbyAvif (the browsers' decoders) refuse sides over
+    /// 32 768 by default, and a file no browser shows is no thumbnail; PNG's
+    /// 31-bit sizes are never the limit.
     pub fn max_side(&self) -> u32 {
         match self {
             OutputFormat::Webp => webp::MAX_DIMENSION,
-            OutputFormat::Jpeg | OutputFormat::Avif => 65_535,
+            OutputFormat::Jpeg => 65_535,
+            OutputFormat::Avif => 32_768,
             OutputFormat::Png => i32::MAX as u32,
         }
     }
@@ -300,19 +303,19 @@ impl ImageError {
         match self {
             ImageError::OutputTooLarge { width, height, format, .. } => {
                 let side = (*width).max(*height);
-                let fits: Vec<&str> = [OutputFormat::Jpeg, OutputFormat::Png, OutputFormat::Avif, OutputFormat::Webp]
+                let fits: Vec<String> = [OutputFormat::Jpeg, OutputFormat::Avif, OutputFormat::Png, OutputFormat::Webp]
                     .into_iter()
                     .filter(|f| f != format && f.max_side() >= side)
-                    .map(|f| f.extension())
+                    .map(|f| match f {
+                        OutputFormat::Png => "png".to_owned(),
+                        f => format!("{} (up to {} px)", f.extension(), f.max_side()),
+                    })
                     .collect();
-                let mut hint = format!("{} holds at most {} pixels a side", format.extension(), format.max_side());
+                let mut hint = format!("{} holds at most {} pixels a side; ", format.extension(), format.max_side());
                 if !fits.is_empty() {
-                    hint.push_str(&format!(
-                        "; ask for format={} (jpeg and avif hold 65535, png more)",
-                        fits.join(" or ")
-                    ));
+                    hint.push_str(&format!("ask for format={}, or ", fits.join(" or format=")));
                 }
-                hint.push_str(", or a smaller width");
+                hint.push_str("ask for a smaller width");
                 Some(hint)
             }
             ImageError::TooLarge { max_pixels, .. } => Some(format!("sources are limited to {max_pixels} pixels")),
