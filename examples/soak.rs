@@ -5,8 +5,10 @@
 //!
 //! Traffic: single-PUT uploads read back and compared, multipart uploads,
 //! cold thumbnails (a width never asked for), warm thumbnails (ETag stable),
-//! ranged reads of an original compared byte for byte. Exits non-zero if any
-//! answer is wrong.
+//! ranged reads of an original compared byte for byte, and hostile requests
+//! (traversal, forged tokens, bombs, bogus shards and ranges, oversize
+//! bodies), each of which must get its documented refusal, never a 5xx.
+//! Exits non-zero if any answer is wrong.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -164,6 +166,67 @@ async fn ranged(ctx: &Ctx) -> Result<(), String> {
     Ok(())
 }
 
+/// A PNG header claiming `w`×`h` pixels, with a tiny (invalid) body: the
+/// server must refuse it from the header alone.
+fn png_claiming(w: u32, h: u32) -> Vec<u8> {
+    let mut v = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    v.extend(w.to_be_bytes());
+    v.extend(h.to_be_bytes());
+    v.extend([8, 2, 0, 0, 0, 0, 0, 0, 0]);
+    v
+}
+
+/// One hostile request and the statuses that are right for it.
+async fn hostile(ctx: &Ctx) -> Result<(), String> {
+    let b = &ctx.base;
+    let (what, request, allowed): (&str, reqwest::RequestBuilder, &[u16]) = match rand::random::<u32>() % 9 {
+        0 => ("traversal", ctx.client.get(format!("{b}/originals/avatar/..%2F..%2Fetc%2Fpasswd")), &[400, 404]),
+        1 => ("traversal shard", ctx.client.get(format!("{b}/thumb/avatar/x?shard=..%2F..")), &[400]),
+        2 => (
+            "forged token",
+            ctx.client
+                .post(format!("{b}/v1/uploads/originals%2Fvideos%2Fab%2Fx/complete/abc?token=forged"))
+                .json(&json!({"parts": [{"part_number": 1, "etag": "x"}]})),
+            &[401],
+        ),
+        3 => (
+            "pixel bomb",
+            auth(ctx, ctx.client.post(format!("{b}/thumb/photo/soak-bomb")))
+                .header("content-type", "image/png")
+                .body(png_claiming(100_000, 100_000)),
+            &[415, 422],
+        ),
+        4 => ("no such shard", ctx.client.get(format!("{b}/thumb/photo/seed?shard=nobody-here")), &[404]),
+        5 => (
+            "huge range",
+            ctx.client.get(format!("{b}/originals/photo/seed")).header("range", "bytes=0-18446744073709551615"),
+            &[206],
+        ),
+        6 => (
+            "bad range",
+            ctx.client.get(format!("{b}/originals/photo/seed")).header("range", "bytes=99999999-"),
+            &[416],
+        ),
+        7 => (
+            "declared terabyte",
+            auth(ctx, ctx.client.post(format!("{b}/thumb/photo/soak-big")))
+                .header("content-type", "image/jpeg")
+                .header("content-length", "1099511627776")
+                .body(vec![0xffu8, 0xd8, 0xff]),
+            &[413],
+        ),
+        _ => ("bad width", ctx.client.get(format!("{b}/thumb/avatar/seed?width=-1")), &[400, 404]),
+    };
+    // A refused declared-oversize body ends the connection: a reset while the
+    // client still sends is acceptable there, a 5xx never.
+    match request.send().await {
+        Ok(r) if allowed.contains(&r.status().as_u16()) => Ok(()),
+        Ok(r) => Err(format!("{what}: {} (expected one of {allowed:?})", r.status())),
+        Err(_) if what == "declared terabyte" => Ok(()),
+        Err(e) => Err(format!("{what}: {e}")),
+    }
+}
+
 async fn one(ctx: &Ctx, n: u64) -> (&'static str, Result<(), String>) {
     match rand::random::<u32>() % 100 {
         0..20 => ("upload", single_upload(ctx, n).await),
@@ -172,8 +235,9 @@ async fn one(ctx: &Ctx, n: u64) -> (&'static str, Result<(), String>) {
             let w = 64 + ctx.cold_width.fetch_add(1, Ordering::Relaxed) as u32 % 1800;
             ("cold_thumb", thumb(ctx, w).await.map(|_| ()))
         }
-        50..80 => ("warm_thumb", warm(ctx).await),
-        _ => ("range", ranged(ctx).await),
+        50..75 => ("warm_thumb", warm(ctx).await),
+        75..90 => ("range", ranged(ctx).await),
+        _ => ("hostile", hostile(ctx).await),
     }
 }
 
@@ -251,7 +315,7 @@ async fn main() {
         total as f64 / elapsed,
         s.errors.len()
     );
-    for op in ["upload", "multipart", "cold_thumb", "warm_thumb", "range"] {
+    for op in ["upload", "multipart", "cold_thumb", "warm_thumb", "range", "hostile"] {
         let mut d: Vec<Duration> = s.ok.iter().filter(|(o, _)| *o == op).map(|(_, d)| *d).collect();
         d.sort();
         println!(

@@ -7,22 +7,30 @@ use mediaflow::config::{Config, LogFormat, Profiles, Settings};
 use mediaflow::image::{Limits, OutputFormat, ThumbSpec};
 
 #[derive(Parser)]
-#[command(name = "mediaflow", version, about = "Presigned uploads, originals and on-demand thumbnails")]
+#[command(
+    name = "mediaflow",
+    version,
+    about = "Presigned uploads, originals and on-demand thumbnails",
+    after_help = "With no command, `serve` is run: `mediaflow --port 9000` is `mediaflow serve --port 9000`."
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    settings: Settings,
+    command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (the default).
-    Serve,
+    /// Run the server (the default). Every option is also an environment variable.
+    Serve {
+        #[command(flatten)]
+        settings: Box<Settings>,
+    },
     /// Validate a profiles file (default: STORAGE_CONFIG_PATH or the bundled example) and print it.
     CheckConfig {
         /// The YAML file or s3://bucket/key.
         path: Option<String>,
+        #[command(flatten)]
+        settings: Box<Settings>,
     },
     /// Make one thumbnail offline with the server's image pipeline.
     Thumb {
@@ -40,6 +48,17 @@ enum Command {
         /// Output file.
         #[arg(short = 'o', long)]
         output: std::path::PathBuf,
+        /// Largest source image, in pixels (width × height).
+        #[arg(long, env = "MAX_SOURCE_PIXELS", default_value_t = 100_000_000)]
+        max_source_pixels: u64,
+    },
+    /// Print a signed thumbnail URL, e.g. `/thumb/photo/abc?width=300`.
+    SignUrl {
+        /// The thumbnail URL: a path with its query, or a full http(s):// URL.
+        url: String,
+        /// The key the server verifies with.
+        #[arg(long, env = "THUMB_SIGNING_KEY", hide_env_values = true)]
+        key: String,
     },
     /// Upload a file to a MediaFlow server (presign, parallel parts, resume) and print its URLs.
     Upload(UploadArgs),
@@ -127,7 +146,7 @@ fn print_profiles(profiles: &Profiles) {
         println!(
             "{:<12} kind={} mimes={} max={}B multipart>{}B part={}B ttl={}s path={} thumbs={} sizes={:?} default={} q={} format={}",
             p.name,
-            p.kind.as_str(),
+            p.kind().as_str(),
             p.allowed_mimes.join(","),
             p.size_max_bytes,
             p.multipart_threshold,
@@ -162,6 +181,17 @@ fn thumb(input: &std::path::Path, spec: ThumbSpec, max_pixels: u64, output: &std
     Ok(())
 }
 
+/// Signs a path with its query, or a full URL (its origin is kept as is).
+fn sign_url(signature: &mediaflow::thumbs::UrlSignature, url: &str) -> String {
+    let path_start = ["http://", "https://"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme).map(|rest| scheme.len() + rest.find('/').unwrap_or(rest.len())));
+    match path_start {
+        Some(at) => format!("{}{}", &url[..at], signature.sign_url(&url[at..])),
+        None => signature.sign_url(url),
+    }
+}
+
 /// At most two glibc malloc arenas instead of eight per core. Renders run on
 /// the blocking pool, whose threads come and go; with an arena each, every
 /// arena kept its own high-water mark of freed multi-megabyte buffers
@@ -179,36 +209,97 @@ fn limit_malloc_arenas() {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     limit_malloc_arenas();
-    tokio::runtime::Runtime::new()?.block_on(async_main())
+    let outcome = tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(async_main()));
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The message and its causes on one line: a user's error (bad
+            // YAML, port in use) is not a crash, so no backtrace even with
+            // RUST_BACKTRACE=1.
+            eprintln!("mediaflow: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Subcommand names, for [`with_default_command`].
+const COMMANDS: &[&str] = &["serve", "check-config", "thumb", "sign-url", "upload", "help"];
+
+/// `mediaflow [OPTIONS]` means `mediaflow serve [OPTIONS]`, and so does
+/// `mediaflow [OPTIONS] serve`: the server's options belong to `serve`, and
+/// both spellings users try are accepted.
+fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let named = args.iter().skip(1).position(|a| a.to_str().is_some_and(|a| COMMANDS.contains(&a))).map(|p| p + 1);
+    match named {
+        Some(p) if p > 1 && args[p] == "serve" => {
+            let serve = args.remove(p);
+            args.insert(1, serve);
+        }
+        Some(_) => {}
+        None if args.get(1).is_some_and(|a| ["-h", "--help", "-V", "--version"].iter().any(|f| a == f)) => {}
+        None => args.insert(1, "serve".into()),
+    }
+    args
 }
 
 async fn async_main() -> anyhow::Result<()> {
     let _ = dotenvy::dotenv();
-    let cli = Cli::parse();
-    // The client needs none of the server's configuration, and its stdout is
-    // its result: no tracing there.
-    if let Some(Command::Upload(args)) = cli.command {
-        std::process::exit(upload(args).await);
-    }
-    init_tracing(cli.settings.log_format);
-    let config = Config::from_settings(cli.settings).map_err(anyhow::Error::msg)?;
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => mediaflow::run(config).await,
-        Command::CheckConfig { path } => {
+    let cli = Cli::parse_from(with_default_command(std::env::args_os().collect()));
+    match cli.command {
+        // The client needs none of the server's configuration, and its stdout
+        // is its result: no tracing there.
+        Command::Upload(args) => std::process::exit(upload(args).await),
+        Command::Serve { settings } => {
+            init_tracing(settings.log_format);
+            let config = Config::from_settings(*settings)?;
+            if let Err(e) = config.check_protected_mode() {
+                eprintln!("mediaflow: {e}");
+                std::process::exit(2);
+            }
+            mediaflow::run(config).await
+        }
+        Command::CheckConfig { path, settings } => {
+            init_tracing(settings.log_format);
+            let config = Config::from_settings(*settings)?;
             let source = path.or(config.profiles_source.clone());
             let profiles = mediaflow::startup::load_profiles(source.as_deref(), &config.profiles_s3).await?;
+            println!("checked: {}", source.as_deref().unwrap_or("the bundled example (config/profiles.yaml)"));
             print_profiles(&profiles);
             println!("ok: {} profiles", profiles.iter().count());
             Ok(())
         }
-        Command::Thumb { input, width, format, quality, output } => {
+        Command::Thumb { input, width, format, quality, output, max_source_pixels } => {
             let format = OutputFormat::from_name(&format)
                 .with_context(|| format!("format '{format}' is not one of webp, jpeg, png, avif"))?;
             let spec = ThumbSpec { width, format, quality };
-            tokio::task::block_in_place(|| thumb(&input, spec, config.transforms.max_pixels, &output))
+            tokio::task::block_in_place(|| thumb(&input, spec, max_source_pixels, &output))
         }
-        Command::Upload(_) => unreachable!("handled before the server's configuration is loaded"),
+        Command::SignUrl { url, key } => {
+            anyhow::ensure!(!key.is_empty(), "THUMB_SIGNING_KEY is empty: nothing to sign with");
+            println!("{}", sign_url(&mediaflow::thumbs::UrlSignature::new(&key), &url));
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_default_command;
+
+    fn run(args: &[&str]) -> Vec<String> {
+        let args = args.iter().map(std::ffi::OsString::from).collect();
+        with_default_command(args).into_iter().map(|a| a.into_string().unwrap()).collect()
+    }
+
+    #[test]
+    fn serve_is_the_default_command_wherever_it_is_written() {
+        assert_eq!(run(&["mf"]), ["mf", "serve"]);
+        assert_eq!(run(&["mf", "--port", "9000"]), ["mf", "serve", "--port", "9000"]);
+        assert_eq!(run(&["mf", "--port", "9000", "serve"]), ["mf", "serve", "--port", "9000"]);
+        assert_eq!(run(&["mf", "serve", "--port", "9000"]), ["mf", "serve", "--port", "9000"]);
+        assert_eq!(run(&["mf", "upload", "x"]), ["mf", "upload", "x"]);
+        assert_eq!(run(&["mf", "--help"]), ["mf", "--help"]);
     }
 }

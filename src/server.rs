@@ -20,7 +20,10 @@ use crate::shutdown::Lifecycle;
 pub async fn serve(listener: TcpListener, app: Router, lifecycle: Lifecycle, idle: Duration, drain: Duration) -> bool {
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(idle).keep_alive(true);
+    // half_close: a client may shut its write side once the body is sent (curl
+    // and S3 SDKs can); without it hyper takes the EOF for a hang-up and drops
+    // the request unanswered.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(idle).keep_alive(true).half_close(true);
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(idle));
     loop {
         let (stream, _peer) = tokio::select! {
@@ -37,7 +40,8 @@ pub async fn serve(listener: TcpListener, app: Router, lifecycle: Lifecycle, idl
         };
         let _ = stream.set_nodelay(true);
         let service = app.clone().map_request(|req: hyper::Request<Incoming>| req.map(axum::body::Body::new));
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+        let io = TokioIo::new(crate::http::linger::LingeringStream::new(stream));
+        let conn = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service));
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
             let _ = conn.await;

@@ -50,6 +50,22 @@ impl Lifecycle {
         self.tasks.spawn(task)
     }
 
+    /// Runs a periodic chore (a sweeper, a job poller) until shutdown begins.
+    /// Not awaited like [`Self::spawn`]'s work: it holds nothing that must
+    /// finish, and [`Self::wait_for_tasks`] would never see it end.
+    pub fn spawn_daemon<F>(&self, chore: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let stop = self.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = chore => {}
+                () = stop.cancelled() => {}
+            }
+        });
+    }
+
     /// Background tasks still running.
     pub fn pending_tasks(&self) -> usize {
         self.tasks.len()

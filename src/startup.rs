@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::config::{Config, Profiles, StorageConfig};
+use crate::shutdown::Lifecycle;
 use crate::state::AppState;
 use crate::storage::DynStore;
 use crate::storage::fs::FsStore;
@@ -13,33 +14,84 @@ use crate::storage::instrumented::Instrumented;
 use crate::storage::s3::{S3Settings, S3Store};
 use crate::storage::signing::UrlSigner;
 
-/// Abandoned multipart uploads and temp files older than this are removed
-/// from the filesystem store at start-up.
-const FS_SWEEP_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Temp files of the filesystem store not written to for this long were left
+/// by a crash (SPEC §4: gone within the hour).
+pub const FS_TEMP_MAX_AGE: Duration = Duration::from_secs(3600);
+/// Multipart uploads of the filesystem store untouched for this long were
+/// abandoned (SPEC §4: 7 days).
+pub const FS_UPLOAD_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often the filesystem store is swept while the service runs.
+pub const FS_SWEEP_EVERY: Duration = Duration::from_secs(10 * 60);
 
-/// Opens the configured store. The filesystem backend also returns the signer
-/// its upload URLs are verified with.
-pub async fn build_store(config: &Config) -> anyhow::Result<(DynStore, Option<UrlSigner>)> {
+/// The opened store, and what start-up needs besides.
+#[derive(Debug)]
+pub struct OpenedStore {
+    /// The store the service uses.
+    pub store: DynStore,
+    /// The filesystem backend's upload URL signer.
+    pub fs_signer: Option<UrlSigner>,
+    /// The filesystem backend itself, for its sweeper.
+    pub fs: Option<Arc<FsStore>>,
+}
+
+/// Opens the configured store; the filesystem backend is swept once.
+pub async fn build_store(config: &Config) -> anyhow::Result<OpenedStore> {
     match &config.storage {
         StorageConfig::Fs { data_dir } => {
             let signer = UrlSigner::new(config.signing_secret.expose().as_bytes());
             let store = FsStore::open(data_dir, signer.clone())
                 .await
                 .with_context(|| format!("opening DATA_DIR {}", data_dir.display()))?;
-            match store.sweep(FS_SWEEP_AGE).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(removed = n, "removed abandoned uploads and temp files"),
-                Err(e) => tracing::warn!(error = %e, "could not sweep abandoned uploads"),
-            }
+            let store = Arc::new(store);
+            sweep_fs(&store).await;
             tracing::info!(root = %store.root().display(), "storage: filesystem");
-            Ok((Arc::new(Instrumented::new(Arc::new(store))), Some(signer)))
+            let dyn_store: DynStore = Arc::new(Instrumented::new(store.clone()));
+            Ok(OpenedStore { store: dyn_store, fs_signer: Some(signer), fs: Some(store) })
         }
         StorageConfig::S3(settings) => {
             let store = S3Store::connect(settings).await;
-            tracing::info!(bucket = %settings.bucket, endpoint = ?settings.endpoint, "storage: s3");
-            Ok((Arc::new(Instrumented::new(Arc::new(store))), None))
+            let endpoint = settings.endpoint.as_deref().unwrap_or("AWS (region default endpoint)");
+            tracing::info!(bucket = %settings.bucket, endpoint, "storage: s3");
+            // Say what is wrong in the operator's terms now, not only through
+            // /ready later. Not fatal: the store may come up after the service.
+            match crate::storage::ObjectStore::check(&store).await {
+                Ok(()) => {}
+                Err(crate::storage::StorageError::NotFound) => tracing::error!(
+                    "S3 bucket '{}' does not exist at {endpoint}: create it, or fix S3_BUCKET / S3_ENDPOINT \
+                     (the service starts, but /ready answers 503 until it exists)",
+                    settings.bucket
+                ),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "S3 bucket '{}' is not reachable at {endpoint}: check S3_ENDPOINT, credentials and the network \
+                     (the service starts, but /ready answers 503 until the store answers)",
+                    settings.bucket
+                ),
+            }
+            Ok(OpenedStore { store: Arc::new(Instrumented::new(Arc::new(store))), fs_signer: None, fs: None })
         }
     }
+}
+
+async fn sweep_fs(store: &FsStore) {
+    match store.sweep(FS_TEMP_MAX_AGE, FS_UPLOAD_MAX_AGE).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(swept = n, "swept abandoned uploads and temp files"),
+        Err(e) => tracing::warn!(error = %e, "could not sweep abandoned uploads and temp files"),
+    }
+}
+
+/// Sweeps the filesystem store every [`FS_SWEEP_EVERY`] until shutdown, so
+/// what a crash or an abandoned upload leaves does not wait for a restart.
+pub fn spawn_fs_sweeper(lifecycle: &Lifecycle, store: Arc<FsStore>) {
+    lifecycle.spawn_daemon(async move {
+        let start = tokio::time::Instant::now() + FS_SWEEP_EVERY;
+        let mut ticks = tokio::time::interval_at(start, FS_SWEEP_EVERY);
+        loop {
+            ticks.tick().await;
+            sweep_fs(&store).await;
+        }
+    });
 }
 
 /// Loads the profiles from a path, an `s3://bucket/key` URL, or the bundled example.
@@ -67,8 +119,14 @@ pub async fn load_profiles(source: Option<&str>, s3: &S3Settings) -> anyhow::Res
 
 /// Builds the state from a validated configuration.
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
-    let (store, signer) = build_store(&config).await?;
+    let opened = build_store(&config).await?;
     let profiles = load_profiles(config.profiles_source.as_deref(), &config.profiles_s3).await?;
+    let names: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
+    tracing::info!(
+        file = config.profiles_source.as_deref().unwrap_or("<bundled config/profiles.yaml>"),
+        profiles = %names.join(", "),
+        "profiles loaded"
+    );
     if config.api_key.is_none() {
         tracing::warn!("API_KEY is not set: mutating endpoints are open to anyone (development mode)");
     }
@@ -78,11 +136,16 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
              process and other instances reject them"
         );
     }
-    Ok(AppState::new(config, profiles, store, signer))
+    let state = AppState::new(config, profiles, opened.store, opened.fs_signer);
+    if let Some(fs) = opened.fs {
+        spawn_fs_sweeper(&state.lifecycle, fs);
+    }
+    Ok(state)
 }
 
 /// Runs the server until SIGTERM/SIGINT, then drains and returns.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    config.check_protected_mode()?;
     let listen = config.listen;
     let state = build_state(config).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;

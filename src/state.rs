@@ -8,6 +8,7 @@ use crate::shutdown::Lifecycle;
 use crate::storage::DynStore;
 use crate::storage::signing::UrlSigner;
 use crate::thumbs::Thumbs;
+use crate::uploads::Uploads;
 
 /// Cheap to clone: everything lives behind one `Arc`.
 #[derive(Debug, Clone)]
@@ -19,7 +20,7 @@ pub struct Inner {
     /// Validated settings.
     pub config: Config,
     /// Validated profiles.
-    pub profiles: Profiles,
+    pub profiles: Arc<Profiles>,
     /// The store.
     pub store: DynStore,
     /// Verifies the filesystem backend's upload URLs (`None` on S3).
@@ -28,6 +29,10 @@ pub struct Inner {
     pub lifecycle: Lifecycle,
     /// Thumbnails: cache, single-flight, bounded rendering.
     pub thumbs: Arc<Thumbs>,
+    /// Whole assets: deletion, replacement by POST /thumb.
+    pub library: crate::library::Library,
+    /// Presigned uploads: presign, parts, complete, abort.
+    pub uploads: Arc<Uploads>,
 }
 
 impl AppState {
@@ -36,7 +41,16 @@ impl AppState {
     pub fn new(config: Config, profiles: Profiles, store: DynStore, fs_signer: Option<UrlSigner>) -> Self {
         let lifecycle = Lifecycle::new();
         let thumbs = Arc::new(Thumbs::new(&config, store.clone(), lifecycle.clone()));
-        Self(Arc::new(Inner { config, profiles, store, fs_signer, lifecycle, thumbs }))
+        let profiles = Arc::new(profiles);
+        let uploads = Arc::new(Uploads::new(
+            store.clone(),
+            profiles.clone(),
+            config.signing_secret.expose().as_bytes(),
+            lifecycle.clone(),
+            config.transforms.max_pixels,
+        ));
+        let library = crate::library::Library::new(store.clone(), thumbs.clone());
+        Self(Arc::new(Inner { config, profiles, store, fs_signer, lifecycle, thumbs, library, uploads }))
     }
 }
 

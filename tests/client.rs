@@ -202,6 +202,85 @@ async fn interrupted_upload_resumes(backend: Backend) {
     assert!(!state_path.exists(), "the resume file goes once completed");
 }
 
+/// Ctrl-C while the server completes (every part sent), then the same
+/// command again: the server finished the complete without the client, and
+/// the rerun learns so instead of starting over.
+async fn a_complete_interrupted_is_finished_by_a_rerun(backend: Backend) {
+    use common::faulty::Faulty;
+    let mut faulty = None;
+    let app = common::spawn_secured_wrapping(backend, |store| {
+        let f = Arc::new(Faulty::new(store));
+        *f.complete_delay.lock().unwrap() = Duration::from_millis(800);
+        faulty = Some(f.clone());
+        f
+    })
+    .await;
+    let faulty = faulty.unwrap();
+    let files = Files::new();
+    let data = mp4_like(6 * 1000 * 1000);
+    let file = files.write("movie.mp4", &data);
+    let id = unique("ci");
+    let opts = options(&app, &files, &file, "clip", &id);
+    let first = tokio::spawn({
+        let opts = opts.clone();
+        async move { upload(&opts).await }
+    });
+    faulty.complete_started.notified().await;
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled(), "interrupted while the server completes");
+    assert!(StateFile::find(&file, Some(&files.cache())).is_some(), "the resume file stays");
+    // The server finishes the complete on its own; the rerun comes after.
+    let key = mediaflow::storage::ObjectKey::parse(format!("originals/clips/{}/{id}", shard_of(&id))).unwrap();
+    let mut stored = false;
+    for _ in 0..100 {
+        if app.state.store.head(&key).await.is_ok() {
+            stored = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stored, "the server completed the upload without the client");
+
+    let (hook, calls) = recording(|_, _| None);
+    let mut again = opts.clone();
+    again.fault = Some(hook);
+    let done = upload(&again).await.unwrap();
+    assert_eq!((done.method, done.parts, done.parts_sent, done.resumed), ("multipart", 2, 0, true));
+    assert!(calls.lock().unwrap().is_empty(), "no part sent again");
+    assert_stored(&app, &done, &data, "video/mp4").await;
+    assert!(StateFile::find(&file, Some(&files.cache())).is_none(), "the resume file goes once completed");
+}
+
+/// An interrupted upload whose key another upload took meanwhile: the rerun
+/// is told so (409) and drops its resume file, as the upload is spent.
+async fn a_rerun_after_another_upload_took_the_key_is_told_so(backend: Backend) {
+    let app = spawn_secured(backend).await;
+    let files = Files::new();
+    let data = mp4_like(12 * 1000 * 1000);
+    let file = files.write("movie.mp4", &data);
+    let id = unique("k");
+    let mut opts = options(&app, &files, &file, "clip", &id);
+    opts.fault = Some(Arc::new(|part, _| (part == 3).then_some(Fault::Interrupt)));
+    let err = upload(&opts).await.unwrap_err();
+    let ClientError::Incomplete { state_file, .. } = &err else { panic!("{err}") };
+    let state_file = state_file.clone();
+
+    let other_files = Files::new();
+    let other = other_files.write("other.mp4", &mp4_like(6 * 1000 * 1000));
+    upload(&options(&app, &other_files, &other, "clip", &id)).await.unwrap();
+
+    let err = upload(&options(&app, &files, &file, "clip", &id)).await.unwrap_err();
+    assert_eq!((err.code(), err.status()), (Some("conflict"), Some(409)), "{err}");
+    assert!(!state_file.exists(), "the spent upload's resume file is gone");
+    let r = get(&app, &format!("{}/originals/clip/{id}", app.base)).await;
+    assert_eq!(r.bytes().await.unwrap().len(), 6 * 1000 * 1000, "the other upload's object stays");
+}
+
+fn shard_of(id: &str) -> String {
+    let key_base = mediaflow::storage::keys::KeyBase::parse(id).unwrap();
+    mediaflow::storage::keys::Shard::of(&key_base).as_str().to_owned()
+}
+
 async fn server_errors_read_clearly(backend: Backend) {
     let app = spawn_secured(backend).await;
     let files = Files::new();
@@ -225,6 +304,8 @@ both_backends!(
     multipart_upload_12_mb,
     rolling_batches_retries_and_refreshed_urls,
     interrupted_upload_resumes,
+    a_complete_interrupted_is_finished_by_a_rerun,
+    a_rerun_after_another_upload_took_the_key_is_told_so,
     server_errors_read_clearly,
 );
 

@@ -182,3 +182,101 @@ async fn slow_clients_are_timed_out() {
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     assert!(app.state.store.head(&avatar_key(&id)).await.is_err(), "nothing stored");
 }
+
+/// Sends `head` and `body` on a raw connection, half-closes it
+/// (shutdown(SHUT_WR), as `curl -T` and some SDKs do once the body is sent),
+/// and reads the answer.
+async fn half_closed_request(app: &common::TestApp, head: &str, body: &[u8]) -> String {
+    let mut conn = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(body).await.unwrap();
+    conn.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the server answers a half-closed request (got {:?})", String::from_utf8_lossy(&answer));
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_closed_upload_is_answered_and_leaves_no_temp_file() {
+    let app = spawn_secured_with(Backend::Fs, |_| {}).await;
+    let presign = |body: serde_json::Value| {
+        app.client.post(app.url("/v1/uploads/presign")).bearer_auth(API_KEY).json(&body).send()
+    };
+    // A single PUT: the whole body, then the client's write side closes.
+    let id = unique("h");
+    let data = images::jpeg(64, 48);
+    let r = presign(json!({"key_base": id, "mime": "image/jpeg", "size_bytes": data.len(), "profile": "avatar"}));
+    let answer: serde_json::Value = r.await.unwrap().json().await.unwrap();
+    let path = answer["upload"]["single"]["url"].as_str().unwrap().strip_prefix(&app.base).unwrap().to_owned();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\nIf-None-Match: *\r\n\r\n",
+        data.len()
+    );
+    let text = half_closed_request(&app, &head, &data).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let r = app.client.get(app.url(&format!("/originals/avatar/{id}"))).send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap(), data, "stored");
+    assert_eq!(common::temp_entries(&app), Vec::<std::path::PathBuf>::new());
+
+    // A multipart part URL, the same way.
+    let r = presign(
+        json!({"key_base": unique("hp"), "mime": "video/mp4", "size_bytes": 1000, "profile": "clip", "multipart": "force"}),
+    );
+    let answer: serde_json::Value = r.await.unwrap().json().await.unwrap();
+    let part = &answer["upload"]["multipart"]["parts"][0];
+    let path = part["url"].as_str().unwrap().strip_prefix(&app.base).unwrap().to_owned();
+    let head = format!("PUT {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n");
+    let text = half_closed_request(&app, &head, &[7u8; 1000]).await;
+    assert!(text.starts_with("HTTP/1.1 200") && text.to_ascii_lowercase().contains("etag:"), "{text}");
+    assert_eq!(common::temp_entries(&app), Vec::<std::path::PathBuf>::new());
+
+    // Half-closed before the whole body: a clear 400, nothing stored, nothing left.
+    let id = unique("hs");
+    let r = presign(json!({"key_base": id, "mime": "image/jpeg", "size_bytes": 5000, "profile": "avatar"}));
+    let answer: serde_json::Value = r.await.unwrap().json().await.unwrap();
+    let path = answer["upload"]["single"]["url"].as_str().unwrap().strip_prefix(&app.base).unwrap().to_owned();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\nContent-Length: 5000\r\nIf-None-Match: *\r\n\r\n"
+    );
+    let text = half_closed_request(&app, &head, &[0xff; 1000]).await;
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(app.state.store.head(&avatar_key(&id)).await.is_err(), "nothing stored");
+    assert_eq!(common::temp_entries(&app), Vec::<std::path::PathBuf>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_store_fails_fast_with_502() {
+    let Some(weed) = PrivateSeaweed::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_fs(dir.path().join("unused"));
+    config.storage = StorageConfig::S3(weed.settings.clone());
+    config.api_key = Some(Secret::new(API_KEY));
+    let app = spawn_config(config, dir).await;
+    assert_eq!(app.state.config.http.request_timeout, Duration::from_secs(60), "the default REQUEST_TIMEOUT");
+    let id = unique("z");
+    let opts = PutOptions { content_type: Some("image/jpeg".into()), if_none_match: false };
+    app.state.store.put(&avatar_key(&id), Bytes::from(images::jpeg(40, 30)).into(), opts).await.unwrap();
+
+    /// Thaws the store however the test ends.
+    struct Thaw<'a>(&'a PrivateSeaweed);
+    impl Drop for Thaw<'_> {
+        fn drop(&mut self) {
+            self.0.freeze(false);
+        }
+    }
+    weed.freeze(true);
+    let thaw = Thaw(&weed);
+    let started = Instant::now();
+    let r = app.client.get(app.url(&format!("/originals/avatar/{id}"))).send().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(error_of(r).await, (502, "storage_error".into()));
+    assert!(took < Duration::from_secs(20), "a frozen store is a quick 502, not a hang ({took:?})");
+    eprintln!("frozen store: GET /originals answered 502 after {took:?}");
+    drop(thaw);
+    let back = eventually(Duration::from_secs(30), || async {
+        app.client.get(app.url(&format!("/originals/avatar/{id}"))).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(back, "serving again once the store answers");
+}

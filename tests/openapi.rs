@@ -15,6 +15,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/originals/{profile}/{image_id}"),
     ("get", "/thumb/{profile}/{image_id}"),
     ("post", "/thumb/{profile}/{image_id}"),
+    ("get", "/v1/profiles"),
     ("post", "/v1/uploads/presign"),
     ("post", "/v1/uploads/presign/parts"),
     ("get", "/v1/uploads/{object_key}/parts/{upload_id}"),

@@ -434,3 +434,96 @@ async fn a_render_past_the_timeout_stops_and_the_next_one_is_not_queued_behind_i
         "timeout: 503 after {took:.1?}, work stopped after {stopped:.1?}, next render {next:.1?}, peak RSS {peak} MiB"
     );
 }
+
+#[tokio::test]
+async fn an_open_service_stays_on_loopback_unless_told_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    // No API_KEY and no BIND_ADDR: loopback.
+    let mut cmd = command(dir.path());
+    cmd.env_remove("BIND_ADDR");
+    let server = start(cmd);
+    assert!(server.addr.starts_with("127.0.0.1:"), "{}", server.addr);
+    drop(server);
+    // No API_KEY on a network address: refused, exit 2, and it says why and what to do.
+    let out = command(dir.path()).env("BIND_ADDR", "0.0.0.0").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("API_KEY") && stderr.contains("ALLOW_ANONYMOUS=true"), "{stderr}");
+    // Opened on purpose.
+    let mut cmd = command(dir.path());
+    cmd.env("BIND_ADDR", "0.0.0.0").env("ALLOW_ANONYMOUS", "true");
+    let server = start(cmd);
+    assert!(server.addr.starts_with("0.0.0.0:"), "{}", server.addr);
+    drop(server);
+    // With an API key the default is every interface.
+    let mut cmd = command(dir.path());
+    cmd.env_remove("BIND_ADDR").env("API_KEY", "k");
+    let server = start(cmd);
+    assert!(server.addr.starts_with("0.0.0.0:"), "{}", server.addr);
+}
+
+#[test]
+fn sign_url_prints_the_spec_test_vector() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .env("THUMB_SIGNING_KEY", "k-test-0123")
+        .args(["sign-url", "/thumb/photo/abc?width=300&quality=70&format=webp"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "/thumb/photo/abc?width=300&quality=70&format=webp&sig=uuOvpp9D-NER2LBZV9V8Fi0CJBRNc7BDlyfD70GlJJo"
+    );
+    let out = command(dir.path())
+        .env("THUMB_SIGNING_KEY", "k-test-0123")
+        .args(["sign-url", "https://cdn.example.com/thumb/photo/abc?width=300&quality=70&format=webp"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("https://cdn.example.com/thumb/photo/abc?width=300"));
+    let out = command(dir.path()).args(["sign-url", "/thumb/photo/abc?width=300"]).output().unwrap();
+    assert!(!out.status.success(), "no key, no signature");
+}
+
+#[tokio::test]
+async fn serve_takes_its_options_after_the_command_and_errors_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut cmd = command(dir.path());
+    cmd.env_remove("PORT").args(["serve", "--port", &port.to_string()]);
+    let server = start(cmd);
+    assert_eq!(server.addr, format!("127.0.0.1:{port}"));
+    drop(server);
+    let help = command(dir.path()).args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--port") && help.contains("THUMB_SIGNING_KEY"), "{help}");
+    // A user's mistake is a message, not a crash: no backtrace even when asked for one.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "profiles: [").unwrap();
+    let out = command(dir.path()).env("RUST_BACKTRACE", "1").arg("check-config").arg(&bad).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("mediaflow: ") && stderr.contains("bad.yaml"), "{stderr}");
+    assert!(!stderr.contains("backtrace") && stderr.lines().count() <= 2, "{stderr}");
+    let ok = command(dir.path()).arg("check-config").output().unwrap();
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("checked: the bundled example"));
+}
+
+#[tokio::test]
+async fn start_up_says_which_profiles_and_what_is_wrong_with_the_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(command(dir.path()));
+    let logged = server.lines.lock().unwrap().join("\n");
+    assert!(logged.contains("profiles loaded") && logged.contains("avatar, banner, default, photo, video"), "{logged}");
+    drop(server);
+    // A store nobody listens on: the log names the bucket and the endpoint.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut cmd = command(dir.path());
+    cmd.env("S3_BUCKET", "nowhere")
+        .env("S3_ENDPOINT", format!("http://127.0.0.1:{closed}"))
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "y");
+    let server = start(cmd);
+    let logged = server.lines.lock().unwrap().join("\n");
+    assert!(logged.contains("S3 bucket 'nowhere' is not reachable at http://127.0.0.1:"), "{logged}");
+}

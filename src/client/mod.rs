@@ -26,8 +26,6 @@ use serde::Serialize;
 use tokio::io::AsyncReadExt;
 
 use crate::storage::keys::KeyBase;
-use crate::uploads::extension_for_mime;
-use crate::uploads::sniff::sniff_mime;
 use api::{Action, Api, Plan, PresignBody, ServerError};
 pub use progress::ProgressMode;
 pub use retry::Retry;
@@ -358,7 +356,8 @@ impl Input {
         }
         let mut head = Vec::with_capacity(SNIFF_BYTES as usize);
         file.take(SNIFF_BYTES).read_to_end(&mut head).await.map_err(io)?;
-        let mime = sniff_mime(&head).ok_or_else(|| ClientError::UnknownType(path.to_owned()))?;
+        let media = crate::media_type::sniff(&head).ok_or_else(|| ClientError::UnknownType(path.to_owned()))?;
+        let mime = media.mime;
         let key_base = match key_base {
             Some(k) => k.to_owned(),
             None => default_key_base(path).ok_or_else(|| {
@@ -370,7 +369,7 @@ impl Input {
         };
         KeyBase::parse(&key_base).map_err(|e| ClientError::KeyBase(format!("key base '{key_base}': {e}")))?;
         let fingerprint = Fingerprint::of(&meta);
-        Ok(Self { path: path.to_owned(), fingerprint, mime, ext: extension_for_mime(mime), key_base })
+        Ok(Self { path: path.to_owned(), fingerprint, mime, ext: Some(media.extension()), key_base })
     }
 
     /// The file's size.

@@ -62,7 +62,10 @@ pub(crate) async fn resume(ctx: &Ctx, file: StateFile) -> Result<Option<Sent>, C
     let listed = match ctx.api.stored_parts(&up).await {
         Ok(listed) => listed,
         Err(e) if e.code() == Some("invalid_upload_id") => {
-            ctx.progress.note("the interrupted upload is gone from the server (completed or aborted); starting over");
+            if let Some(sent) = completed_meanwhile(ctx, &state, &file).await? {
+                return Ok(Some(sent));
+            }
+            ctx.progress.note("the interrupted upload is gone from the server (aborted or expired); starting over");
             file.remove()?;
             return Ok(None);
         }
@@ -88,6 +91,39 @@ pub(crate) async fn resume(ctx: &Ctx, file: StateFile) -> Result<Option<Sent>, C
     ctx.progress.skip(stored.values().map(|(_, size)| size).sum());
     let stored = stored.into_iter().map(|(n, (etag, _))| (n, etag)).collect();
     Job::new(ctx, state, file).run(stored, HashMap::new(), true).await.map(Some)
+}
+
+/// An upload the server no longer lists may have been completed: the run
+/// that sent every part was interrupted while the server completed it (a
+/// complete, once started, runs to its end). Asking again tells: the server
+/// answers 200 for an object this upload stored (verifying it), 409 when
+/// another upload's object holds the key, 404 when nothing was stored.
+/// `Ok(None)`: nothing was stored, start over.
+async fn completed_meanwhile(ctx: &Ctx, state: &ResumeState, file: &StateFile) -> Result<Option<Sent>, ClientError> {
+    if state.parts.len() != state.total_parts as usize {
+        return Ok(None);
+    }
+    ctx.progress.note("the interrupted upload is no longer open: asking the server whether it completed it");
+    let parts: Vec<(u32, String)> = state.parts.iter().map(|(n, e)| (*n, e.clone())).collect();
+    match ctx.api.complete(&state.complete, &parts).await {
+        Ok(()) => {
+            file.remove()?;
+            ctx.progress.skip(ctx.input.size());
+            Ok(Some(Sent {
+                object_key: state.object_key.clone(),
+                multipart: true,
+                parts: state.total_parts,
+                parts_sent: 0,
+                resumed: true,
+            }))
+        }
+        Err(e) if matches!(e.code(), Some("invalid_upload_id" | "unauthorized")) => Ok(None),
+        Err(e) if matches!(e.code(), Some("conflict" | "upload_verification_failed")) => {
+            file.remove()?;
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The listed parts a completion can use, with their ETags and sizes: a part
@@ -259,7 +295,8 @@ impl<'a> Job<'a> {
         }
         match self.ctx.api.complete(&self.state.complete, &parts).await {
             Ok(()) => Ok(self.file.remove()?),
-            Err(e) if matches!(e.code(), Some("upload_verification_failed" | "invalid_upload_id")) => {
+            // The upload id is spent: verified and refused, gone, or beaten to the key.
+            Err(e) if matches!(e.code(), Some("upload_verification_failed" | "invalid_upload_id" | "conflict")) => {
                 self.file.remove()?;
                 Err(e)
             }

@@ -4,6 +4,7 @@
 //! [`Settings`] mirrors the environment (clap reads it, so `mediaflow serve
 //! --help` lists every variable); [`Config`] is the validated runtime form.
 
+pub mod overlap;
 pub mod profiles;
 
 use std::fmt;
@@ -52,9 +53,15 @@ pub struct Settings {
     /// Listen port.
     #[arg(long, env = "PORT", default_value_t = 8080)]
     pub port: u16,
-    /// Listen address.
-    #[arg(long, env = "BIND_ADDR", default_value = "0.0.0.0")]
-    pub bind_addr: IpAddr,
+    /// Listen address (default: 0.0.0.0 with API_KEY set, else 127.0.0.1).
+    #[arg(long, env = "BIND_ADDR")]
+    pub bind_addr: Option<IpAddr>,
+    /// Let the service listen on a non-loopback address without API_KEY.
+    #[arg(long, env = "ALLOW_ANONYMOUS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_anonymous: bool,
+    /// Build the service's own URLs from X-Forwarded-Host/-Proto (only behind a proxy that sets them).
+    #[arg(long, env = "TRUST_FORWARDED_HEADERS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub trust_forwarded_headers: bool,
     /// YAML profiles file; `s3://bucket/key` loads it from a bucket. Unset: the bundled example.
     #[arg(long, env = "STORAGE_CONFIG_PATH")]
     pub storage_config_path: Option<String>,
@@ -85,6 +92,9 @@ pub struct Settings {
     /// Key for mutating endpoints; unset means open (development).
     #[arg(long, env = "API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Set: thumbnail URLs outside a profile's listed sizes need a signature (`sig`).
+    #[arg(long, env = "THUMB_SIGNING_KEY", hide_env_values = true)]
+    pub thumb_signing_key: Option<String>,
     /// HMAC secret for URLs and tokens the service signs (random per start if unset).
     #[arg(long, env = "SIGNING_SECRET", hide_env_values = true)]
     pub signing_secret: Option<String>,
@@ -127,6 +137,23 @@ pub struct Settings {
     /// `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+impl Settings {
+    /// The documented defaults, without reading the environment or `.env`:
+    /// a shell with PORT or S3_* set must not change what tests and
+    /// embedders get. The defaults stay declared once, in the attributes.
+    pub fn defaults() -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let command = Defaults::command().mut_args(|arg| arg.env(None::<&str>));
+        let matches = command.get_matches_from(["mediaflow"]);
+        Defaults::from_arg_matches(&matches).expect("the defaults parse").settings
+    }
 }
 
 /// Which store to use.
@@ -195,6 +222,12 @@ pub struct Config {
     pub public_base_url: Option<String>,
     /// API key; `None` means open.
     pub api_key: Option<Secret>,
+    /// Whether an open service (no API key) may listen on a non-loopback address.
+    pub allow_anonymous: bool,
+    /// Key for signed thumbnail URLs; `None`: every allowed URL is public.
+    pub thumb_signing_key: Option<Secret>,
+    /// Whether X-Forwarded-Host/-Proto may shape the URLs the service hands out.
+    pub trust_forwarded_headers: bool,
     /// HMAC secret.
     pub signing_secret: Secret,
     /// Whether the signing secret was generated (single-instance only).
@@ -209,6 +242,29 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
+/// Why the settings were refused. Each names the variable to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// A variable has a value it cannot take.
+    #[error("{name} {message}")]
+    Invalid {
+        /// The environment variable.
+        name: &'static str,
+        /// What is wrong with its value.
+        message: String,
+    },
+    /// An open service (no API_KEY) asked to listen on a network address.
+    #[error(
+        "refusing to listen on {0} without API_KEY: anyone on the network could upload. Set API_KEY, \
+         listen on loopback (BIND_ADDR=127.0.0.1), or set ALLOW_ANONYMOUS=true to open it on purpose"
+    )]
+    ProtectedMode(IpAddr),
+}
+
+fn invalid(name: &'static str, message: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid { name, message: message.into() }
+}
+
 /// Treats `VAR=` like an unset variable.
 fn non_empty(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.trim().is_empty())
@@ -216,17 +272,17 @@ fn non_empty(v: Option<String>) -> Option<String> {
 
 /// MAX_RENDER_MEMORY_MB in bytes: at least 16 MiB (a budget smaller than a
 /// small thumbnail's needs would refuse every image), at most 4 TiB.
-fn render_memory(mb: u64) -> Result<u64, String> {
+fn render_memory(mb: u64) -> Result<u64, SettingsError> {
     if !(16..=4 << 20).contains(&mb) {
-        return Err(format!("MAX_RENDER_MEMORY_MB must be between 16 and 4194304, got {mb}"));
+        return Err(invalid("MAX_RENDER_MEMORY_MB", format!("must be between 16 and 4194304, got {mb}")));
     }
     Ok(mb << 20)
 }
 
-fn check_url(name: &str, url: &Option<String>) -> Result<(), String> {
+fn check_url(name: &'static str, url: &Option<String>) -> Result<(), SettingsError> {
     match url {
         Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
-            Err(format!("{name} must start with http:// or https://, got '{u}'"))
+            Err(invalid(name, format!("must start with http:// or https://, got '{u}'")))
         }
         _ => Ok(()),
     }
@@ -234,7 +290,7 @@ fn check_url(name: &str, url: &Option<String>) -> Result<(), String> {
 
 impl Config {
     /// Validates the settings.
-    pub fn from_settings(s: Settings) -> Result<Self, String> {
+    pub fn from_settings(s: Settings) -> Result<Self, SettingsError> {
         let s3_endpoint = non_empty(s.s3_endpoint);
         let public_s3_endpoint = non_empty(s.public_s3_endpoint);
         let public_base_url = non_empty(s.public_base_url).map(|u| u.trim_end_matches('/').to_owned());
@@ -255,7 +311,7 @@ impl Config {
         };
         let (signing_secret, generated) = match non_empty(s.signing_secret) {
             Some(secret) if secret.len() < 16 => {
-                return Err("SIGNING_SECRET must be at least 16 characters".into());
+                return Err(invalid("SIGNING_SECRET", "must be at least 16 characters"));
             }
             Some(secret) => (Secret::new(secret), false),
             None => (Secret::new(hex::encode(rand::random::<[u8; 32]>())), true),
@@ -263,13 +319,13 @@ impl Config {
         let concurrency =
             s.max_concurrent_transforms.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         if concurrency == 0 {
-            return Err("MAX_CONCURRENT_TRANSFORMS must be at least 1".into());
+            return Err(invalid("MAX_CONCURRENT_TRANSFORMS", "must be at least 1"));
         }
         if s.max_source_pixels == 0 {
-            return Err("MAX_SOURCE_PIXELS must be at least 1".into());
+            return Err(invalid("MAX_SOURCE_PIXELS", "must be at least 1"));
         }
-        let secs = |name: &str, v: u64| {
-            if v == 0 { Err(format!("{name} must be at least 1 second")) } else { Ok(Duration::from_secs(v)) }
+        let secs = |name: &'static str, v: u64| {
+            if v == 0 { Err(invalid(name, "must be at least 1 second")) } else { Ok(Duration::from_secs(v)) }
         };
         let cors_origins = s
             .cors_allowed_origins
@@ -277,13 +333,22 @@ impl Config {
             .map(|o| o.trim().trim_end_matches('/').to_owned())
             .filter(|o| !o.is_empty() && o != "*")
             .collect();
+        let api_key = non_empty(s.api_key).map(Secret::new);
+        let bind_addr = s.bind_addr.unwrap_or(if api_key.is_some() {
+            IpAddr::from([0, 0, 0, 0])
+        } else {
+            IpAddr::from([127, 0, 0, 1])
+        });
         Ok(Self {
-            listen: SocketAddr::new(s.bind_addr, s.port),
+            listen: SocketAddr::new(bind_addr, s.port),
             storage,
             profiles_source: non_empty(s.storage_config_path),
             profiles_s3: s3,
             public_base_url,
-            api_key: non_empty(s.api_key).map(Secret::new),
+            api_key,
+            allow_anonymous: s.allow_anonymous,
+            thumb_signing_key: non_empty(s.thumb_signing_key).map(Secret::new),
+            trust_forwarded_headers: s.trust_forwarded_headers,
             signing_secret,
             signing_secret_generated: generated,
             cache: CacheConfig {
@@ -308,22 +373,21 @@ impl Config {
         })
     }
 
+    /// Redis' protected mode (SPEC §1): an open service (no API key) listens
+    /// on loopback only, unless ALLOW_ANONYMOUS says otherwise. Checked by
+    /// `serve` only: the offline subcommands listen on nothing.
+    pub fn check_protected_mode(&self) -> Result<(), SettingsError> {
+        if self.api_key.is_none() && !self.listen.ip().is_loopback() && !self.allow_anonymous {
+            return Err(SettingsError::ProtectedMode(self.listen.ip()));
+        }
+        Ok(())
+    }
+
     /// A configuration for tests and embedding: filesystem store at `data_dir`,
     /// defaults everywhere else, a fixed signing secret.
     pub fn for_fs(data_dir: impl Into<PathBuf>) -> Self {
-        use clap::Parser;
-        #[derive(clap::Parser)]
-        struct Defaults {
-            #[command(flatten)]
-            settings: Settings,
-        }
-        // Parse no arguments and no environment: the documented defaults.
-        let mut settings = Defaults::parse_from(["mediaflow"]).settings;
+        let mut settings = Settings::defaults();
         settings.data_dir = data_dir.into();
-        settings.s3_bucket = None;
-        settings.api_key = None;
-        settings.storage_config_path = None;
-        settings.public_base_url = None;
         settings.signing_secret = Some("test-signing-secret-0123456789".into());
         Self::from_settings(settings).expect("defaults are valid")
     }
@@ -337,8 +401,19 @@ mod tests {
     fn render_memory_budget_is_in_mib_with_a_floor() {
         assert_eq!(Config::for_fs("/tmp/x").transforms.max_render_memory, 1024 << 20, "default 1024 MiB");
         assert_eq!(render_memory(256), Ok(256 << 20));
-        assert!(render_memory(15).unwrap_err().contains("MAX_RENDER_MEMORY_MB"));
+        assert!(render_memory(15).unwrap_err().to_string().starts_with("MAX_RENDER_MEMORY_MB"));
         assert!(render_memory(u64::MAX).is_err());
+    }
+
+    #[test]
+    fn defaults_do_not_read_the_environment() {
+        // SAFETY (of the test): this variable is read by no other test.
+        unsafe { std::env::set_var("S3_REGION", "eu-from-the-environment") };
+        let s = Settings::defaults();
+        unsafe { std::env::remove_var("S3_REGION") };
+        assert_eq!(s.s3_region, "us-east-1");
+        assert_eq!(s.port, 8080);
+        assert_eq!(s.bind_addr, None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //!
 //! Every error names the file, the profile, the field and, where known, the line.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::image::OutputFormat;
-use crate::storage::keys::{KeyPrefix, StorageTemplate};
+use crate::storage::keys::{KeyError, Shard, StorageTemplate};
 
 /// The bundled example profiles, used when `STORAGE_CONFIG_PATH` is unset.
 pub const EXAMPLE_PROFILES: &str = include_str!("../../config/profiles.yaml");
@@ -89,6 +89,7 @@ pub struct RawProfile {
     pub cache_duration: Option<i64>,
     pub proxy_folder: Option<String>,
     pub formats: Option<Vec<String>>,
+    pub poster_time: Option<f64>,
     pub allow_any_width: Option<bool>,
     pub max_width: Option<i64>,
     pub initial_batch_size: Option<i64>,
@@ -100,7 +101,7 @@ pub struct RawProfile {
 pub enum MediaKind {
     /// Still images: thumbnails are resized images.
     Image,
-    /// Videos: thumbnails are poster frames (a later issue).
+    /// Videos: thumbnails are poster frames.
     Video,
 }
 
@@ -129,9 +130,9 @@ pub struct ConvertTo {
 pub struct Profile {
     /// The profile's name (`avatar`).
     pub name: String,
-    /// Image or video.
-    pub kind: MediaKind,
-    /// MIME types a client may upload, lowercase.
+    /// Image or video, with what only videos have.
+    pub media: Media,
+    /// MIME types a client may upload, canonical names (see [`crate::media_type`]).
     pub allowed_mimes: Vec<String>,
     /// Largest upload, bytes.
     pub size_max_bytes: u64,
@@ -158,10 +159,6 @@ pub struct Profile {
     pub convert_to: ConvertTo,
     /// Cache-Control max-age for this profile's media; `None`: CACHE_MAX_AGE.
     pub cache_duration: Option<u64>,
-    /// Video proxies folder (video profiles).
-    pub proxy_folder: Option<String>,
-    /// Video proxy formats (video profiles).
-    pub formats: Vec<String>,
     /// Any width up to `max_width`, not only `sizes`.
     pub allow_any_width: bool,
     /// Widest thumbnail.
@@ -170,12 +167,98 @@ pub struct Profile {
     pub initial_batch_size: u32,
     /// Most part URLs per presign/parts call.
     pub max_batch_size: u32,
+    /// Custom shards clients may not send: another profile's folder names
+    /// (see [`super::overlap`]).
+    pub reserved_shards: BTreeSet<String>,
+}
+
+/// What a profile holds: images, or videos with their own settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Media {
+    /// Still images.
+    Image,
+    /// Videos: posters, proxies.
+    Video(VideoSettings),
+}
+
+/// A web-playable proxy format of videos.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProxyFormat {
+    /// H.264 + AAC in MP4 (`+faststart`).
+    Mp4,
+    /// VP9 + Opus in WebM.
+    Webm,
+}
+
+impl ProxyFormat {
+    /// `mp4` or `webm` (ASCII case-insensitive).
+    pub fn from_name(s: &str) -> Option<Self> {
+        if s.eq_ignore_ascii_case("mp4") {
+            Some(Self::Mp4)
+        } else if s.eq_ignore_ascii_case("webm") {
+            Some(Self::Webm)
+        } else {
+            None
+        }
+    }
+
+    /// The name, which is also the proxy's extension.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mp4 => "mp4",
+            Self::Webm => "webm",
+        }
+    }
+}
+
+/// The settings only a video profile has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoSettings {
+    /// Where proxies are stored (`None`: no proxies).
+    pub proxy_folder: Option<String>,
+    /// The proxies made of each video.
+    pub proxy_formats: Vec<ProxyFormat>,
+    /// Seconds into the video where posters are taken (at most half the duration).
+    pub poster_time: f64,
 }
 
 impl Profile {
-    /// Whether a client may upload `mime`.
+    /// Image or video.
+    pub fn kind(&self) -> MediaKind {
+        match self.media {
+            Media::Image => MediaKind::Image,
+            Media::Video(_) => MediaKind::Video,
+        }
+    }
+
+    /// The video settings of a video profile.
+    pub fn video(&self) -> Option<&VideoSettings> {
+        match &self.media {
+            Media::Video(v) => Some(v),
+            Media::Image => None,
+        }
+    }
+
+    /// The shard a client sent, as this profile uses it: `None` (the computed
+    /// SHA-1 shard) when absent or empty, or when the profile does not shard
+    /// (then any shard is ignored, as in the seed). One rule for presign and
+    /// every lookup.
+    pub fn client_shard(&self, raw: Option<&str>) -> Result<Option<Shard>, KeyError> {
+        let Some(raw) = raw.filter(|s| !s.is_empty()) else { return Ok(None) };
+        if !self.enable_sharding || !self.storage_path.uses_shard() {
+            return Ok(None);
+        }
+        let shard = Shard::parse(raw)?;
+        if self.reserved_shards.contains(raw) {
+            return Err(KeyError::ReservedShard(raw.to_owned()));
+        }
+        Ok(Some(shard))
+    }
+
+    /// Whether a client may upload `mime` (as declared or sniffed): the one
+    /// rule of [`crate::media_type::allows`].
     pub fn allows_mime(&self, mime: &str) -> bool {
-        self.allowed_mimes.iter().any(|m| m.eq_ignore_ascii_case(mime))
+        crate::media_type::allows(&self.allowed_mimes, mime)
     }
 }
 
@@ -192,6 +275,8 @@ pub struct ConfigError {
     pub line: Option<usize>,
     /// What is wrong.
     pub message: String,
+    /// The other problems found in the same file, each located.
+    pub more: Vec<ConfigError>,
 }
 
 impl fmt::Display for ConfigError {
@@ -210,7 +295,11 @@ impl fmt::Display for ConfigError {
         if self.profile.is_some() || self.field.is_some() {
             write!(f, ":")?;
         }
-        write!(f, " {}", self.message)
+        write!(f, " {}", self.message)?;
+        for other in &self.more {
+            write!(f, "\n{other}")?;
+        }
+        Ok(())
     }
 }
 
@@ -239,13 +328,21 @@ convert_to: "webp"
 
 impl Profiles {
     /// Parses and validates a profiles file; `file` names it in errors.
-    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
-        let raw: RawFile = serde_yaml_ng::from_str(text).map_err(|e| ConfigError {
-            file: file.to_owned(),
-            profile: None,
-            field: None,
-            line: e.location().map(|l| l.line()),
-            message: e.to_string(),
+    pub fn parse(text: &str, file: &str) -> Result<Self, Box<ConfigError>> {
+        let raw: RawFile = serde_yaml_ng::from_str(text).map_err(|e| -> Box<ConfigError> {
+            let message = e.to_string();
+            // The parser knows only where the map starts; the line to fix is
+            // the second definition.
+            let twice = message.split('\'').nth(1).filter(|_| message.contains("is defined twice"));
+            ConfigError {
+                file: file.to_owned(),
+                profile: twice.map(str::to_owned),
+                field: None,
+                line: twice.and_then(|name| second_definition(text, name)).or(e.location().map(|l| l.line())),
+                message,
+                more: Vec::new(),
+            }
+            .into()
         })?;
         if raw.profiles.is_empty() {
             return Err(ConfigError {
@@ -254,25 +351,53 @@ impl Profiles {
                 field: Some("profiles".into()),
                 line: None,
                 message: "no profiles defined".into(),
-            });
+                more: Vec::new(),
+            }
+            .into());
         }
         let mut by_name = BTreeMap::new();
+        let mut problems = Vec::new();
         for (name, raw_profile) in raw.profiles {
-            let profile = validate(&name, raw_profile).map_err(|(field, message)| ConfigError {
-                file: file.to_owned(),
-                line: locate(text, &name, field),
-                profile: Some(name.clone()),
-                field: Some(field.to_owned()),
-                message,
-            })?;
-            by_name.insert(name, Arc::new(profile));
+            match validate(&name, raw_profile) {
+                Ok(profile) => {
+                    by_name.insert(name, profile);
+                }
+                Err(fields) => problems.extend(fields.into_iter().map(|(field, message)| ConfigError {
+                    file: file.to_owned(),
+                    line: locate(text, &name, field),
+                    profile: Some(name.clone()),
+                    field: Some(field.to_owned()),
+                    message,
+                    more: Vec::new(),
+                })),
+            }
+        }
+        if let Some(mut first) = (!problems.is_empty()).then(|| problems.remove(0)) {
+            first.more = problems;
+            return Err(first.into());
         }
         if !by_name.contains_key("default") {
             let raw: RawProfile = serde_yaml_ng::from_str(BUILTIN_DEFAULT).expect("built-in default parses");
-            let profile = validate("default", raw).expect("built-in default is valid");
-            by_name.insert("default".into(), Arc::new(profile));
+            let profile = validate("default", raw).unwrap_or_else(|e| unreachable!("built-in default: {e:?}"));
+            by_name.insert("default".into(), profile);
         }
-        Ok(Self { by_name })
+        let all: Vec<&Profile> = by_name.values().collect();
+        let reserved = super::overlap::check(&all).map_err(|o| {
+            Box::new(ConfigError {
+                file: file.to_owned(),
+                line: locate(text, &o.profile, "storage_path"),
+                profile: Some(o.profile.clone()),
+                field: None,
+                message: o.message,
+                more: Vec::new(),
+            })
+        })?;
+        for (name, shards) in reserved.0 {
+            if let Some(p) = by_name.get_mut(&name) {
+                p.reserved_shards = shards;
+            }
+        }
+        Ok(Self { by_name: by_name.into_iter().map(|(n, p)| (n, Arc::new(p))).collect() })
     }
 
     /// The bundled example profiles.
@@ -290,6 +415,11 @@ impl Profiles {
         self.by_name.values()
     }
 
+    /// The profile names, comma-separated (for messages).
+    pub fn names(&self) -> String {
+        self.by_name.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+    }
+
     /// The profile whose `storage_path` an object key was made from: the one
     /// with the longest literal prefix the key starts with.
     pub fn for_object_key(&self, key: &str) -> Option<&Arc<Profile>> {
@@ -298,6 +428,17 @@ impl Profiles {
             .filter(|p| key.starts_with(p.storage_path.literal_prefix()))
             .max_by_key(|p| p.storage_path.literal_prefix().len())
     }
+}
+
+/// The line (1-based) of the second `name:` key at the profiles' indentation.
+fn second_definition(text: &str, name: &str) -> Option<usize> {
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let is_def = |l: &&str| {
+        indent(l) > 0 && l.trim_start().split(':').next().is_some_and(|k| k.trim().trim_matches(['"', '\'']) == name)
+    };
+    let mut defs = text.lines().enumerate().filter(|(_, l)| is_def(l));
+    let (first, first_line) = defs.next()?;
+    defs.find(|(_, l)| indent(l) == indent(first_line)).map(|(i, _)| i + 1).filter(|&i| i > first + 1)
 }
 
 /// Finds the line of `field` inside profile `name` (1-based), by indentation.
@@ -339,97 +480,170 @@ fn size_value(field: &'static str, raw: &RawSize) -> FieldResult<u32> {
 }
 
 fn folder(field: &'static str, raw: &str) -> FieldResult<String> {
-    let trimmed = raw.trim_end_matches('/');
-    if trimmed.is_empty() {
-        return Err((field, "must not be empty".into()));
-    }
-    KeyPrefix::parse(format!("{trimmed}/")).map_err(|e| (field, e.to_string()))?;
-    Ok(trimmed.to_owned())
+    crate::storage::keys::parse_folder(raw).map_err(|e| (field, e.to_string()))
 }
 
-/// Turns one raw profile into a validated one, or names the bad field.
-fn validate(name: &str, raw: RawProfile) -> FieldResult<Profile> {
+/// Collects every problem of one profile, so a file is fixed in one go.
+#[derive(Default)]
+struct Problems(Vec<(&'static str, String)>);
+
+impl Problems {
+    /// The value, or `fallback` with the problem noted.
+    fn take<T>(&mut self, r: FieldResult<T>, fallback: T) -> T {
+        r.unwrap_or_else(|e| {
+            self.0.push(e);
+            fallback
+        })
+    }
+
+    fn add(&mut self, field: &'static str, message: impl Into<String>) {
+        self.0.push((field, message.into()));
+    }
+}
+
+/// Turns one raw profile into a validated one, or names every bad field.
+fn validate(name: &str, raw: RawProfile) -> Result<Profile, Vec<(&'static str, String)>> {
+    let mut p = Problems::default();
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-        return Err(("profiles", format!("profile name '{name}' must be [A-Za-z0-9_-]+")));
+        p.add("profiles", format!("profile name '{name}' must be [A-Za-z0-9_-]+"));
     }
     let kind = match raw.kind.as_deref().unwrap_or("image") {
         "image" => MediaKind::Image,
         "video" => MediaKind::Video,
-        other => return Err(("kind", format!("'{other}' is not image or video"))),
-    };
-    let allowed_mimes: Vec<String> = raw.allowed_mimes.ok_or(("allowed_mimes", "is required".to_owned()))?;
-    if allowed_mimes.is_empty() {
-        return Err(("allowed_mimes", "must list at least one MIME type".into()));
-    }
-    for m in &allowed_mimes {
-        let valid = m.split_once('/').is_some_and(|(t, s)| !t.is_empty() && !s.is_empty() && !s.contains('/'));
-        if !valid || m.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(("allowed_mimes", format!("'{m}' is not a MIME type")));
+        other => {
+            p.add("kind", format!("'{other}' is not image or video"));
+            MediaKind::Image
         }
-    }
-    let size_max_bytes = raw.size_max_bytes.ok_or(("size_max_bytes", "is required".to_owned()))?;
-    let size_max_bytes = in_range("size_max_bytes", size_max_bytes, 1, (5 * 1024 * 1024 * MIB) as i64)? as u64;
-    let threshold_mb = in_range("multipart_threshold_mb", raw.multipart_threshold_mb.unwrap_or(15), 0, 5 * 1024)?;
-    let part_size_mb = in_range("part_size_mb", raw.part_size_mb.unwrap_or(8), 5, 5 * 1024)?;
+    };
+    let allowed_mimes: Vec<String> = match raw.allowed_mimes {
+        None => {
+            p.add("allowed_mimes", "is required");
+            Vec::new()
+        }
+        Some(list) if list.is_empty() => {
+            p.add("allowed_mimes", "must list at least one MIME type");
+            Vec::new()
+        }
+        Some(list) => list
+            .iter()
+            .filter_map(|m| match crate::media_type::canonical(m) {
+                Ok(t) => Some(t.mime.to_owned()),
+                Err(e) => {
+                    p.add("allowed_mimes", e.to_string());
+                    None
+                }
+            })
+            .collect(),
+    };
+    let size_max_bytes = match raw.size_max_bytes {
+        Some(v) => p.take(in_range("size_max_bytes", v, 1, (5 * 1024 * 1024 * MIB) as i64), 1) as u64,
+        None => {
+            p.add("size_max_bytes", "is required");
+            1
+        }
+    };
+    let threshold_mb =
+        p.take(in_range("multipart_threshold_mb", raw.multipart_threshold_mb.unwrap_or(15), 0, 5 * 1024), 15);
+    let part_size_mb = p.take(in_range("part_size_mb", raw.part_size_mb.unwrap_or(8), 5, 5 * 1024), 8);
     let part_size = part_size_mb as u64 * MIB;
     if size_max_bytes.div_ceil(part_size) > MAX_PARTS {
-        return Err((
+        p.add(
             "part_size_mb",
             format!("{part_size_mb} MiB parts cannot carry size_max_bytes in {MAX_PARTS} parts (S3's limit)"),
-        ));
+        );
     }
-    let token_ttl = in_range("token_ttl_seconds", raw.token_ttl_seconds.unwrap_or(900), 1, MAX_TOKEN_TTL as i64)?;
+    let token_ttl =
+        p.take(in_range("token_ttl_seconds", raw.token_ttl_seconds.unwrap_or(900), 1, MAX_TOKEN_TTL as i64), 900);
     let enable_sharding = raw.enable_sharding.unwrap_or(false);
-    let storage_path = raw.storage_path.ok_or(("storage_path", "is required".to_owned()))?;
-    let storage_path =
-        StorageTemplate::parse(&storage_path, enable_sharding).map_err(|e| ("storage_path", e.to_string()))?;
-    let thumb_folder = folder("thumb_folder", raw.thumb_folder.as_deref().unwrap_or(&format!("thumbnails/{name}")))?;
-    let max_width = in_range("max_width", raw.max_width.unwrap_or(4096), 1, 16384)? as u32;
-    let sizes =
-        raw.sizes.unwrap_or_default().iter().map(|s| size_value("sizes", s)).collect::<FieldResult<Vec<u32>>>()?;
+    let storage_path = match raw.storage_path.as_deref() {
+        None => {
+            p.add("storage_path", "is required");
+            None
+        }
+        Some(t) => p.take(
+            StorageTemplate::parse(t, enable_sharding).map(Some).map_err(|e| ("storage_path", e.to_string())),
+            None,
+        ),
+    };
+    let thumb_folder = p.take(
+        folder("thumb_folder", raw.thumb_folder.as_deref().unwrap_or(&format!("thumbnails/{name}"))),
+        format!("thumbnails/{name}"),
+    );
+    let max_width = p.take(in_range("max_width", raw.max_width.unwrap_or(4096), 1, 16384), 4096) as u32;
+    let sizes: Vec<u32> = raw
+        .sizes
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| {
+            let r = size_value("sizes", s);
+            p.take(r.map(Some), None)
+        })
+        .collect();
     let allow_any_width = raw.allow_any_width.unwrap_or(false);
     let default_size = match &raw.default_size {
-        Some(d) => Some(size_value("default_size", d)?),
+        Some(d) => p.take(size_value("default_size", d).map(Some), None),
         None => sizes.first().copied(),
     };
     if let Some(d) = default_size
         && !sizes.is_empty()
         && !sizes.contains(&d)
     {
-        return Err(("default_size", format!("{d} is not one of sizes {sizes:?}")));
+        p.add("default_size", format!("{d} is not one of sizes {sizes:?}"));
     }
     // A profile without sizes is valid (uploads only, or a video profile):
     // its thumbnail requests are refused with a 400 unless allow_any_width.
     if let Some(w) = sizes.iter().chain(default_size.as_ref()).find(|w| **w > max_width) {
-        return Err(("sizes", format!("{w} is wider than max_width {max_width}")));
+        p.add("sizes", format!("{w} is wider than max_width {max_width}"));
     }
-    let quality = in_range("quality", raw.quality.unwrap_or(85), 1, 100)? as u8;
+    let quality = p.take(in_range("quality", raw.quality.unwrap_or(85), 1, 100), 85) as u8;
     let convert_ext = raw.convert_to.unwrap_or_else(|| "webp".into());
-    let format = OutputFormat::from_name(&convert_ext)
-        .ok_or(("convert_to", format!("'{convert_ext}' is not one of webp, jpeg, jpg, png, avif")))?;
+    let format = match OutputFormat::from_name(&convert_ext) {
+        Some(f) => f,
+        None => {
+            p.add("convert_to", format!("'{convert_ext}' is not one of webp, jpeg, jpg, png, avif"));
+            OutputFormat::Webp
+        }
+    };
     let cache_duration = match raw.cache_duration {
-        Some(d) => Some(in_range("cache_duration", d, 0, 10 * 365 * 24 * 3600)? as u64),
+        Some(d) => p.take(in_range("cache_duration", d, 0, 10 * 365 * 24 * 3600).map(|v| Some(v as u64)), None),
         None => None,
     };
-    let proxy_folder = raw.proxy_folder.as_deref().map(|f| folder("proxy_folder", f)).transpose()?;
     let initial_batch_size =
-        in_range("initial_batch_size", raw.initial_batch_size.unwrap_or(10), 1, MAX_PARTS as i64)? as u32;
-    let max_batch_size = in_range("max_batch_size", raw.max_batch_size.unwrap_or(100), 1, MAX_PARTS as i64)? as u32;
+        p.take(in_range("initial_batch_size", raw.initial_batch_size.unwrap_or(10), 1, MAX_PARTS as i64), 10) as u32;
+    let max_batch_size =
+        p.take(in_range("max_batch_size", raw.max_batch_size.unwrap_or(100), 1, MAX_PARTS as i64), 100) as u32;
     if initial_batch_size > max_batch_size {
-        return Err((
-            "initial_batch_size",
-            format!("{initial_batch_size} is larger than max_batch_size {max_batch_size}"),
-        ));
+        p.add("initial_batch_size", format!("{initial_batch_size} is larger than max_batch_size {max_batch_size}"));
+    }
+    let media = match kind {
+        MediaKind::Image => {
+            for (field, present) in [
+                ("proxy_folder", raw.proxy_folder.is_some()),
+                ("formats", raw.formats.is_some()),
+                ("poster_time", raw.poster_time.is_some()),
+            ] {
+                if present {
+                    p.add(field, "is for video profiles only (kind: video)");
+                }
+            }
+            Media::Image
+        }
+        MediaKind::Video => {
+            Media::Video(video_settings(&mut p, raw.proxy_folder.as_deref(), raw.formats, raw.poster_time))
+        }
+    };
+    if !p.0.is_empty() {
+        return Err(p.0);
     }
     Ok(Profile {
         name: name.to_owned(),
-        kind,
-        allowed_mimes: allowed_mimes.iter().map(|m| m.to_ascii_lowercase()).collect(),
+        media,
+        allowed_mimes,
         size_max_bytes,
         multipart_threshold: threshold_mb as u64 * MIB,
         part_size,
         token_ttl: Duration::from_secs(token_ttl as u64),
-        storage_path,
+        storage_path: storage_path.expect("no problems means a template"),
         enable_sharding,
         thumb_folder,
         sizes,
@@ -437,13 +651,39 @@ fn validate(name: &str, raw: RawProfile) -> FieldResult<Profile> {
         quality,
         convert_to: ConvertTo { format, ext: convert_ext.to_ascii_lowercase() },
         cache_duration,
-        proxy_folder,
-        formats: raw.formats.unwrap_or_default(),
         allow_any_width,
         max_width,
         initial_batch_size,
         max_batch_size,
+        reserved_shards: BTreeSet::new(),
     })
+}
+
+/// The video-only part of a profile: proxies (a folder and formats, both or
+/// neither) and where posters are taken.
+fn video_settings(
+    p: &mut Problems,
+    proxy_folder: Option<&str>,
+    formats: Option<Vec<String>>,
+    poster_time: Option<f64>,
+) -> VideoSettings {
+    let proxy_folder = proxy_folder.and_then(|f| p.take(folder("proxy_folder", f).map(Some), None));
+    let mut proxy_formats = Vec::new();
+    for f in formats.unwrap_or_default() {
+        match ProxyFormat::from_name(&f) {
+            Some(format) if !proxy_formats.contains(&format) => proxy_formats.push(format),
+            Some(_) => p.add("formats", format!("'{f}' is listed twice")),
+            None => p.add("formats", format!("'{f}' is not a proxy format (mp4, webm)")),
+        }
+    }
+    if proxy_folder.is_none() && !proxy_formats.is_empty() {
+        p.add("formats", "proxies need a proxy_folder to be stored in");
+    }
+    let poster_time = poster_time.unwrap_or(1.0);
+    if !(poster_time.is_finite() && (0.0..=86_400.0).contains(&poster_time)) {
+        p.add("poster_time", format!("{poster_time} is not a number of seconds in 0..=86400"));
+    }
+    VideoSettings { proxy_folder, proxy_formats, poster_time }
 }
 
 #[cfg(test)]
@@ -457,7 +697,7 @@ mod tests {
             assert!(p.get(name).is_some(), "{name}");
         }
         let avatar = p.get("avatar").unwrap();
-        assert_eq!(avatar.kind, MediaKind::Image);
+        assert_eq!(avatar.kind(), MediaKind::Image);
         assert_eq!(avatar.size_max_bytes, 5_242_880);
         assert_eq!(avatar.multipart_threshold, 15 * MIB);
         assert_eq!(avatar.part_size, 8 * MIB);
@@ -465,7 +705,7 @@ mod tests {
         assert_eq!(avatar.default_size, Some(256));
         assert_eq!(avatar.convert_to.format, OutputFormat::Webp);
         assert_eq!(avatar.token_ttl, Duration::from_secs(900));
-        assert_eq!(p.get("video").unwrap().kind, MediaKind::Video);
+        assert_eq!(p.get("video").unwrap().kind(), MediaKind::Video);
     }
 
     #[test]
@@ -526,7 +766,7 @@ mod tests {
         let one = "  a:\n    allowed_mimes: [image/png]\n    size_max_bytes: 10\n    storage_path: x/{key_base}\n    sizes: [64]\n";
         let e = Profiles::parse(&format!("profiles:\n{one}{one}"), "p.yaml").unwrap_err();
         assert!(e.to_string().contains("profile 'a' is defined twice"), "{e}");
-        assert_eq!(e.line, Some(2), "the parser knows where the map starts: {e}");
+        assert_eq!(e.line, Some(7), "the second definition's line: {e}");
     }
 
     #[test]
@@ -557,5 +797,52 @@ mod tests {
         let p = Profiles::parse(yaml, "f").unwrap();
         let a = p.get("a").unwrap();
         assert_eq!(a.convert_to, ConvertTo { format: OutputFormat::Jpeg, ext: "jpg".into() });
+    }
+}
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_in_the_file_is_reported_at_once() {
+        let yaml = "profiles:\n  a:\n    allowed_mimes: [image/jpg]\n    size_max_bytes: 10\n    storage_path: x/{key_base}\n    quality: 0\n  b:\n    allowed_mimes: [image/png]\n    convert_to: gif\n    storage_path: y/{key_base}\n";
+        let e = Profiles::parse(yaml, "f.yaml").unwrap_err();
+        let all = e.to_string();
+        for expected in [
+            "f.yaml:3: profile 'a' field 'allowed_mimes'",
+            "f.yaml:6: profile 'a' field 'quality'",
+            "profile 'b' field 'size_max_bytes': is required",
+            "f.yaml:9: profile 'b' field 'convert_to'",
+        ] {
+            assert!(all.contains(expected), "{expected} in:\n{all}");
+        }
+        assert_eq!(e.more.len(), 3, "{all}");
+    }
+
+    #[test]
+    fn video_settings_belong_to_video_profiles() {
+        let base = "profiles:\n  v:\n    allowed_mimes: [video/mp4]\n    size_max_bytes: 1000\n    storage_path: v/{key_base}\n";
+        let p = Profiles::parse(
+            &format!(
+                "{base}    kind: video\n    proxy_folder: proxies/v\n    formats: [mp4, webm]\n    poster_time: 2.5\n"
+            ),
+            "f",
+        )
+        .unwrap();
+        let v = p.get("v").unwrap().video().unwrap().clone();
+        assert_eq!(v.proxy_formats, vec![ProxyFormat::Mp4, ProxyFormat::Webm]);
+        assert_eq!(v.proxy_folder.as_deref(), Some("proxies/v"));
+        assert_eq!(v.poster_time, 2.5);
+        let p = Profiles::parse(&format!("{base}    kind: video\n"), "f").unwrap();
+        assert_eq!(p.get("v").unwrap().video().unwrap().poster_time, 1.0, "the default");
+        // On an image profile they are a mistake, as are unknown formats.
+        let e = Profiles::parse(&format!("{base}    proxy_folder: proxies/v\n"), "f").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("proxy_folder"));
+        let e = Profiles::parse(&format!("{base}    kind: video\n    proxy_folder: p\n    formats: [avi]\n"), "f")
+            .unwrap_err();
+        assert!(e.to_string().contains("'avi' is not a proxy format"), "{e}");
+        let e = Profiles::parse(&format!("{base}    kind: video\n    formats: [mp4]\n"), "f").unwrap_err();
+        assert!(e.to_string().contains("proxy_folder"), "{e}");
     }
 }

@@ -12,14 +12,14 @@ use subtle::ConstantTimeEq;
 use super::error::ApiError;
 use crate::state::AppState;
 
-/// The key a request presents, if any.
-pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-        return Some(v.trim());
-    }
-    let auth = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = auth.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+/// The keys a request presents: `X-API-Key` and/or `Authorization: Bearer`.
+pub fn presented_keys(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    let api_key = headers.get_all("x-api-key").iter().filter_map(|v| v.to_str().ok()).map(str::trim);
+    let bearer = headers.get_all(axum::http::header::AUTHORIZATION).iter().filter_map(|v| {
+        let (scheme, token) = v.to_str().ok()?.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    });
+    api_key.chain(bearer)
 }
 
 /// Compares two keys in constant time (hashing first hides the length too).
@@ -62,11 +62,16 @@ pub fn check_key(state: &AppState, headers: &HeaderMap) -> KeyCheck {
     let Some(expected) = &state.config.api_key else {
         return KeyCheck::Open;
     };
-    match presented_key(headers) {
-        None => KeyCheck::Missing,
-        Some(k) if keys_match(k, expected.expose()) => KeyCheck::Valid,
-        Some(_) => KeyCheck::Invalid,
+    // One rule (SPEC §5): the request is authorized when either header
+    // carries the key, whichever order they come in.
+    let mut presented = false;
+    for key in presented_keys(headers) {
+        if keys_match(key, expected.expose()) {
+            return KeyCheck::Valid;
+        }
+        presented = true;
     }
+    if presented { KeyCheck::Invalid } else { KeyCheck::Missing }
 }
 
 /// Middleware for routes that need the API key.
@@ -85,16 +90,18 @@ mod tests {
 
     #[test]
     fn keys_are_read_from_either_header() {
+        let keys = |h: &HeaderMap| presented_keys(h).map(str::to_owned).collect::<Vec<_>>();
         let mut h = HeaderMap::new();
-        assert_eq!(presented_key(&h), None);
+        assert!(keys(&h).is_empty());
         h.insert("authorization", HeaderValue::from_static("Bearer abc"));
-        assert_eq!(presented_key(&h), Some("abc"));
+        assert_eq!(keys(&h), ["abc"]);
         h.insert("authorization", HeaderValue::from_static("bearer  abc "));
-        assert_eq!(presented_key(&h), Some("abc"));
+        assert_eq!(keys(&h), ["abc"]);
         h.insert("authorization", HeaderValue::from_static("Basic abc"));
-        assert_eq!(presented_key(&h), None);
+        assert!(keys(&h).is_empty());
         h.insert("x-api-key", HeaderValue::from_static("xyz"));
-        assert_eq!(presented_key(&h), Some("xyz"));
+        h.insert("authorization", HeaderValue::from_static("Bearer abc"));
+        assert_eq!(keys(&h), ["xyz", "abc"]);
     }
 
     #[test]

@@ -1,10 +1,20 @@
-//! Request bodies: idle timeouts, size limits, and draining a refused body.
+//! Request bodies: idle timeouts, size limits, draining a refused body, and
+//! closing connections whose request body was not read.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
+use http_body::Frame;
 
 use crate::storage::ByteStream;
 
@@ -63,4 +73,51 @@ where
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
+}
+
+/// A request body that records whether it was read to its end.
+struct Tracked {
+    inner: Body,
+    done: Arc<AtomicBool>,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.done.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Middleware: an answer to a request whose body was not read to its end (a
+/// refusal before the upload was read: 401, 413, 403…) says `Connection:
+/// close`, so that the client knows the connection ends with the answer
+/// instead of finding out from a reset. The close itself lingers
+/// ([`super::linger`]) so the answer is not lost.
+pub async fn close_unread(req: Request, next: Next) -> Response {
+    use http_body::Body as _;
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let tracked = done.clone();
+    let req = req.map(|inner| Body::new(Tracked { inner, done: tracked }));
+    let mut response = next.run(req).await;
+    if !done.load(Ordering::Acquire) {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }

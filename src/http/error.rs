@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::assets::AssetError;
+use crate::library::LibraryError;
 use crate::storage::StorageError;
 use crate::storage::keys::KeyError;
 use crate::thumbs::ThumbError;
@@ -221,7 +222,7 @@ impl From<StorageError> for ApiError {
 impl From<AssetError> for ApiError {
     fn from(e: AssetError) -> Self {
         match e {
-            AssetError::UnknownProfile(_) => Self::NotFound(e.to_string()),
+            AssetError::UnknownProfile { .. } => Self::NotFound(e.to_string()),
             AssetError::Key(k) => k.into(),
             AssetError::ExtensionRequired(_) => Self::bad_request(e.to_string()),
         }
@@ -232,17 +233,40 @@ impl From<UploadError> for ApiError {
     fn from(e: UploadError) -> Self {
         let message = e.to_string();
         match e {
-            UploadError::BadRequest(_) => Self::bad_request(message),
+            UploadError::MissingField(_)
+            | UploadError::UnknownProfile { .. }
+            | UploadError::KindMismatch { .. }
+            | UploadError::SinglePutTooLarge(_)
+            | UploadError::ExtensionMismatch { .. }
+            | UploadError::ProfileGone(_)
+            | UploadError::NoProfileForKey(_)
+            | UploadError::BadCount(_)
+            | UploadError::NoParts
+            | UploadError::InvalidParts(_) => Self::bad_request(message),
             UploadError::MimeNotAllowed { .. } => Self::MimeNotAllowed(message),
             UploadError::TooLarge { .. } => Self::SizeTooLarge { message, body: false },
-            UploadError::Unauthorized(_) => Self::Unauthorized(message),
+            UploadError::TokenForAnotherUpload => Self::Unauthorized(message),
             UploadError::InvalidUploadId => Self::InvalidUploadId(message),
-            UploadError::InvalidPartRange(_) => Self::InvalidPartRange(message),
+            UploadError::InvalidPartRange { .. } => Self::InvalidPartRange(message),
             UploadError::BatchSizeExceeded { .. } => Self::BatchSizeExceeded(message),
             UploadError::Conflict(_) => Self::Conflict(message),
             UploadError::VerificationFailed(_) => Self::UploadVerificationFailed(message),
             UploadError::Key(k) => k.into(),
+            UploadError::Asset(a) => a.into(),
             UploadError::Storage(s) => s.into(),
+        }
+    }
+}
+
+impl From<LibraryError> for ApiError {
+    fn from(e: LibraryError) -> Self {
+        match e {
+            LibraryError::NothingStored { .. } => Self::NotFound(e.to_string()),
+            LibraryError::TypeNotAllowed { .. } => Self::MimeNotAllowed(e.to_string()),
+            LibraryError::VideoProfile(_) => Self::UnsupportedMedia(e.to_string()),
+            LibraryError::Asset(e) => e.into(),
+            LibraryError::Thumb(e) => e.into(),
+            LibraryError::Storage(e) => e.into(),
         }
     }
 }

@@ -28,11 +28,15 @@ pub fn parse_range(value: &str) -> Option<ByteRange> {
         }
         s.parse().ok()
     };
+    // A last-byte-pos too large for u64 is still valid: it clamps to the
+    // object's end (RFC 9110 §14.1.2), so it saturates instead of failing.
+    let last_number =
+        |s: &str| number(s).or_else(|| (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then_some(u64::MAX));
     match (first.is_empty(), last.is_empty()) {
         (true, false) => Some(ByteRange::Suffix(number(last)?)),
         (false, true) => Some(ByteRange::From(number(first)?)),
         (false, false) => {
-            let (start, end) = (number(first)?, number(last)?);
+            let (start, end) = (number(first)?, last_number(last)?);
             (start <= end).then_some(ByteRange::Bounded { start, end })
         }
         (true, true) => None,
@@ -115,8 +119,8 @@ pub fn choose_content_type(stored: Option<&str>, head: Option<&[u8]>) -> String 
     if let Some(ct) = stored.filter(|ct| is_specific_media_type(ct)) {
         return ct.to_owned();
     }
-    head.and_then(infer::get)
-        .map(|t| t.mime_type())
+    head.and_then(crate::media_type::sniff)
+        .map(|t| t.mime)
         .filter(|ct| is_safe_media_type(ct))
         .unwrap_or("application/octet-stream")
         .to_owned()
@@ -135,6 +139,8 @@ pub struct MediaHeaders {
     pub max_age: u64,
     /// Whether ranges are offered (`Accept-Ranges: bytes`).
     pub ranges: bool,
+    /// The file name a browser or `curl -OJ` saves it as (`Content-Disposition: inline`).
+    pub filename: Option<String>,
     /// Extra `Vary` value (e.g. `Accept` for format=auto).
     pub vary: Option<&'static str>,
 }
@@ -147,6 +153,10 @@ impl MediaHeaders {
             }
         };
         set(header::ETAG, &self.etag);
+        if let Some(name) = &self.filename {
+            // Names are built from key bases and extensions: [A-Za-z0-9_.-] only.
+            set(header::CONTENT_DISPOSITION, &format!("inline; filename=\"{name}\""));
+        }
         set(header::CACHE_CONTROL, &format!("public, max-age={}", self.max_age));
         if let Some(t) = self.last_modified {
             set(header::LAST_MODIFIED, &httpdate::fmt_http_date(t));
@@ -198,6 +208,11 @@ mod tests {
         assert_eq!(parse_range("bytes=0-9"), Some(ByteRange::Bounded { start: 0, end: 9 }));
         assert_eq!(parse_range(" bytes= 5 - "), Some(ByteRange::From(5)));
         assert_eq!(parse_range("bytes=-20"), Some(ByteRange::Suffix(20)));
+        assert_eq!(parse_range("bytes=0-18446744073709551615"), Some(ByteRange::Bounded { start: 0, end: u64::MAX }));
+        assert_eq!(
+            parse_range("bytes=0-99999999999999999999999"),
+            Some(ByteRange::Bounded { start: 0, end: u64::MAX })
+        );
         for ignored in [
             "bytes=9-0",
             "bytes=-",

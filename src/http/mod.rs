@@ -7,12 +7,15 @@ pub mod error;
 pub mod extract;
 pub mod fs_upload;
 pub mod health;
+pub mod linger;
 pub mod media;
 pub mod observe;
 pub mod openapi;
 pub mod originals;
+pub mod profiles;
 pub mod thumbs;
 pub mod uploads;
+pub mod wire;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -26,6 +29,53 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::state::AppState;
 
+/// Route paths, declared once: the router is built from them, and the URLs
+/// the service hands out that point at itself are built from them.
+pub mod paths {
+    /// `GET /health`.
+    pub const HEALTH: &str = "/health";
+    /// `GET /ready`.
+    pub const READY: &str = "/ready";
+    /// `GET /metrics`.
+    pub const METRICS: &str = "/metrics";
+    /// `GET /openapi.json`.
+    pub const OPENAPI: &str = "/openapi.json";
+    /// `GET|HEAD /originals/…`.
+    pub const ORIGINAL: &str = "/originals/{profile}/{image_id}";
+    /// `GET|HEAD|POST /thumb/…`.
+    pub const THUMB: &str = "/thumb/{profile}/{image_id}";
+    /// `GET /v1/profiles`.
+    pub const PROFILES: &str = "/v1/profiles";
+    /// `POST /v1/uploads/presign`.
+    pub const PRESIGN: &str = "/v1/uploads/presign";
+    /// `POST /v1/uploads/presign/parts`.
+    pub const PRESIGN_PARTS: &str = "/v1/uploads/presign/parts";
+    /// Everything under `/v1/uploads/` but the two above: `{object_key}/{action}/{upload_id}`.
+    pub const UPLOAD_ACTIONS: &str = "/v1/uploads/{*tail}";
+    /// The prefix of [`UPLOAD_ACTIONS`].
+    pub const UPLOADS_BASE: &str = "/v1/uploads";
+    /// `DELETE /v1/assets/…`.
+    pub const ASSET: &str = "/v1/assets/{profile}/{key_base}";
+    /// The actions on an upload (the middle segment of [`UPLOAD_ACTIONS`]).
+    pub const PARTS: &str = "parts";
+    /// See [`PARTS`].
+    pub const COMPLETE: &str = "complete";
+    /// See [`PARTS`].
+    pub const ABORT: &str = "abort";
+
+    /// The URL of an action on an upload, carrying its token (so a browser
+    /// holding it needs no API key): the object key percent-encoded as one
+    /// segment.
+    pub fn upload_action_url(base_url: &str, object_key: &str, action: &str, upload_id: &str, token: &str) -> String {
+        use crate::storage::signing::encode_component;
+        format!(
+            "{base_url}{UPLOADS_BASE}/{}/{action}/{}?token={token}",
+            encode_component(object_key),
+            encode_component(upload_id)
+        )
+    }
+}
+
 /// Largest JSON request body.
 pub const MAX_JSON_BODY: usize = 1024 * 1024;
 
@@ -35,23 +85,25 @@ pub fn app(state: AppState) -> Router {
     let timeout = state.config.http.request_timeout;
     let with_key = middleware::from_fn_with_state(state.clone(), auth::require_api_key);
     let api = Router::new()
-        .route("/health", get(health::health))
-        .route("/ready", get(health::ready))
-        .route("/metrics", get(observe::metrics))
-        .route("/openapi.json", get(openapi::openapi_json))
-        .route("/originals/{profile}/{image_id}", get(originals::get_original))
+        .route(paths::HEALTH, get(health::health))
+        .route(paths::READY, get(health::ready))
+        .route(paths::METRICS, get(observe::metrics))
+        .route(paths::OPENAPI, get(openapi::openapi_json))
+        .route(paths::ORIGINAL, get(originals::get_original))
         .route(
-            "/thumb/{profile}/{image_id}",
+            paths::THUMB,
             get(thumbs::get_thumb).post(thumbs::post_thumb.layer(DefaultBodyLimit::disable()).layer(with_key.clone())),
         )
-        .route("/v1/uploads/presign", post(uploads::presign).route_layer(with_key.clone()))
+        .route(paths::PROFILES, get(profiles::list_profiles))
+        .route(paths::PRESIGN, post(uploads::presign).route_layer(with_key.clone()))
         // The upload's token authorises these (checked in the handlers), or the API key.
-        .route("/v1/uploads/presign/parts", post(uploads::presign_parts))
-        .route("/v1/uploads/{*tail}", get(uploads::list_parts).post(uploads::complete).delete(uploads::abort))
-        .route("/v1/assets/{profile}/{key_base}", delete(uploads::delete_asset).route_layer(with_key))
+        .route(paths::PRESIGN_PARTS, post(uploads::presign_parts))
+        .route(paths::UPLOAD_ACTIONS, get(uploads::list_parts).post(uploads::complete).delete(uploads::abort))
+        .route(paths::ASSET, delete(uploads::delete_asset).route_layer(with_key))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout));
     // Upload bodies may take long; they are bounded by an idle timeout instead.
-    let upload = Router::new().route("/_upload/{*key}", put(fs_upload::receive));
+    let upload_route = format!("{}/{{*key}}", crate::storage::signing::UPLOAD_ROUTE_PREFIX);
+    let upload = Router::new().route(&upload_route, put(fs_upload::receive));
     Router::new()
         .merge(api)
         .merge(upload)
@@ -60,6 +112,7 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(CatchPanicLayer::new())
         .layer(cors(&state.config.http.cors_origins))
+        .layer(middleware::from_fn(body::close_unread))
         .layer(middleware::from_fn(observe::observe))
         .with_state(state)
 }

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{error, fs_upload, health, observe, originals, thumbs, uploads};
+use super::{error, fs_upload, health, observe, originals, profiles, thumbs, uploads};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -18,6 +18,7 @@ use super::{error, fs_upload, health, observe, originals, thumbs, uploads};
         originals::get_original,
         thumbs::get_thumb,
         thumbs::post_thumb,
+        profiles::list_profiles,
         uploads::presign,
         uploads::presign_parts,
         uploads::list_parts,

@@ -8,7 +8,7 @@ use axum::response::Response;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiPath, ApiQuery, ShardQuery};
 use super::media::{Condition, MediaHeaders, choose_content_type, evaluate, is_specific_media_type, parse_range};
-use crate::assets::AssetRef;
+use crate::assets::AssetKey;
 use crate::state::AppState;
 use crate::storage::{ByteRange, ObjectKey, ObjectMeta};
 
@@ -37,7 +37,7 @@ pub async fn get_original(
     ApiQuery(query): ApiQuery<ShardQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let asset = AssetRef::resolve(&state.profiles, &profile, &image_id, query.shard.as_deref())?;
+    let asset = AssetKey::resolve(&state.profiles, &profile, &image_id, query.shard.as_deref())?;
     let store = &state.store;
     let key = asset.locate_original(&**store).await?;
     let range = headers.get(axum::http::header::RANGE).and_then(|v| v.to_str().ok()).and_then(parse_range);
@@ -69,7 +69,7 @@ pub async fn get_original(
 /// The headers of an original, sniffing the type when the stored one is unsafe.
 async fn media_headers(
     state: &AppState,
-    asset: &AssetRef,
+    asset: &AssetKey,
     key: &ObjectKey,
     meta: &ObjectMeta,
 ) -> ApiResult<MediaHeaders> {
@@ -82,11 +82,20 @@ async fn media_headers(
         let head = state.store.get(key, Some(ByteRange::Bounded { start: 0, end: 63 })).await?.collect(64).await?;
         choose_content_type(stored, Some(&head))
     };
+    let ext = match asset.ext() {
+        Some(ext) => Some(ext.as_str().to_owned()),
+        None => crate::media_type::resolve(&content_type).map(|t| t.extension().to_owned()),
+    };
+    let filename = Some(match ext {
+        Some(ext) => format!("{}.{ext}", asset.key_base()),
+        None => asset.key_base().to_string(),
+    });
     Ok(MediaHeaders {
+        filename,
         content_type,
         etag: meta.etag.clone(),
         last_modified: Some(meta.last_modified),
-        max_age: asset.profile.cache_duration.unwrap_or(state.config.cache.max_age),
+        max_age: asset.max_age(state.config.cache.max_age),
         ranges: true,
         vary: None,
     })

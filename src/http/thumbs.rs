@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -12,14 +12,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::body::{ReadError, drain, read_limited};
+use super::body::{ReadError, read_limited};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiPath, ApiQuery};
 use super::media::{Condition, MediaHeaders, evaluate};
-use crate::assets::AssetRef;
-use crate::config::MediaKind;
+use crate::assets::AssetKey;
 use crate::state::AppState;
-use crate::storage::StorageError;
 use crate::thumbs::{FormatChoice, resolve_variant};
 
 /// Query of thumbnail URLs.
@@ -34,23 +32,8 @@ pub struct ThumbQuery {
     pub quality: Option<String>,
     /// A custom shard the original was stored under.
     pub shard: Option<String>,
-}
-
-/// Poster frames of videos are not made by this version: 415 for a video
-/// that exists, 404 (as for any asset) for one that does not.
-async fn refuse_video(state: &AppState, asset: &AssetRef) -> ApiResult<()> {
-    if asset.profile.kind != MediaKind::Video {
-        return Ok(());
-    }
-    let found = match asset.locate_original(&*state.store).await {
-        Ok(key) => state.store.head(&key).await,
-        Err(e) => Err(e),
-    };
-    match found {
-        Ok(_) => Err(crate::assets::no_posters(&asset.profile)),
-        Err(StorageError::NotFound) => Err(ApiError::NotFound(format!("no original '{}'", asset.key_base.as_str()))),
-        Err(e) => Err(e.into()),
-    }
+    /// The URL's signature (needed with THUMB_SIGNING_KEY outside the listed sizes).
+    pub sig: Option<String>,
 }
 
 /// Serves a thumbnail, making and storing it if it does not exist yet.
@@ -65,6 +48,7 @@ async fn refuse_video(state: &AppState, asset: &AssetRef) -> ApiResult<()> {
             (super::openapi::Binary = "image/webp"), (super::openapi::Binary = "image/jpeg"), (super::openapi::Binary = "image/png"), (super::openapi::Binary = "image/avif"))),
         (status = 304, description = "Not modified"),
         (status = 400, description = "Width, format or quality not allowed", body = ErrorBody),
+        (status = 403, description = "A signature is needed and missing or wrong", body = ErrorBody),
         (status = 404, description = "Unknown profile or missing original", body = ErrorBody),
         (status = 415, description = "The original cannot be decoded", body = ErrorBody),
         (status = 422, description = "Over a limit: the source's pixels or side, the format's own size (WebP: 16383 px), or the render memory budget", body = ErrorBody),
@@ -74,21 +58,27 @@ async fn refuse_video(state: &AppState, asset: &AssetRef) -> ApiResult<()> {
 pub async fn get_thumb(
     State(state): State<AppState>,
     method: Method,
+    uri: Uri,
     ApiPath((profile, image_id)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<ThumbQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let asset = AssetRef::resolve(&state.profiles, &profile, &image_id, q.shard.as_deref())?;
-    refuse_video(&state, &asset).await?;
+    let asset = AssetKey::resolve(&state.profiles, &profile, &image_id, q.shard.as_deref())?;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let req = resolve_variant(&asset.profile, q.width.as_deref(), q.format.as_deref(), q.quality.as_deref(), accept)
+    let req = resolve_variant(asset.profile(), q.width.as_deref(), q.format.as_deref(), q.quality.as_deref(), accept)
         .map_err(ApiError::bad_request)?;
+    let quality_given = q.quality.as_deref().is_some_and(|v| !v.trim().is_empty());
+    state
+        .thumbs
+        .check_signature(&req, asset.profile(), quality_given, uri.path(), uri.query())
+        .map_err(|e| ApiError::Forbidden(e.to_string()))?;
     let variant = state.thumbs.get(&asset, &req).await?;
     let media = MediaHeaders {
+        filename: Some(format!("{}_{}.{}", asset.key_base(), req.width, req.format.extension())),
         content_type: variant.content_type.to_owned(),
         etag: variant.etag.clone(),
         last_modified: Some(variant.last_modified),
-        max_age: asset.profile.cache_duration.unwrap_or(state.config.cache.max_age),
+        max_age: asset.max_age(state.config.cache.max_age),
         ranges: false,
         vary: (req.choice == FormatChoice::Auto).then_some("Accept"),
     };
@@ -111,6 +101,10 @@ where
     })
 }
 
+/// Most bytes a multipart form adds around its file (boundaries, part headers,
+/// small extra fields); a declared length beyond limit + this cannot fit.
+const MULTIPART_OVERHEAD: u64 = 64 * 1024;
+
 fn too_large(limit: u64) -> ApiError {
     ApiError::SizeTooLarge { message: format!("the image exceeds the profile's limit of {limit} bytes"), body: true }
 }
@@ -121,7 +115,17 @@ async fn read_image(state: &AppState, req: Request, limit: u64) -> ApiResult<Byt
         req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if content_type.starts_with("multipart/form-data") {
+    let multipart = content_type.starts_with("multipart/form-data");
+    // Refuse a declared oversize body at once, before reading any of it (a
+    // client declaring a terabyte and sending nothing must not hold the
+    // request open). The answer closes the connection, lingering so that a
+    // client still sending reads it (`http::body::close_unread`). A form
+    // carries its boundaries and part headers on top of the file.
+    let envelope = if multipart { MULTIPART_OVERHEAD } else { 0 };
+    if declared.is_some_and(|n| n > limit.saturating_add(envelope)) {
+        return Err(too_large(limit));
+    }
+    if multipart {
         let mut form = Multipart::from_request(req, state)
             .await
             .map_err(|e| ApiError::bad_request(format!("invalid multipart body: {}", e.body_text())))?;
@@ -137,17 +141,6 @@ async fn read_image(state: &AppState, req: Request, limit: u64) -> ApiResult<Byt
             format!("unexpected Content-Type '{content_type}'"),
             "send multipart/form-data with a 'file' field, or the raw image with an image/* Content-Type",
         ));
-    }
-    // Refuse a declared oversize body before reading any of it. A client that
-    // asked `Expect: 100-continue` never sends it; one that did not is drained
-    // (bounded) so that it can read the answer.
-    if declared.is_some_and(|n| n > limit) {
-        let expects =
-            req.headers().get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        if !expects {
-            drain(req.into_body().into_data_stream()).await;
-        }
-        return Err(too_large(limit));
     }
     read_capped(req.into_body().into_data_stream(), limit).await
 }
@@ -201,9 +194,9 @@ pub async fn post_thumb(
     ApiQuery(q): ApiQuery<ThumbQuery>,
     req: Request,
 ) -> ApiResult<Response> {
-    let asset = AssetRef::resolve(&state.profiles, &profile, &image_id, q.shard.as_deref())?;
-    let image = read_image(&state, req, asset.profile.size_max_bytes).await?;
-    let made = state.replace_original(&asset, image).await?;
+    let asset = AssetKey::resolve(&state.profiles, &profile, &image_id, q.shard.as_deref())?;
+    let image = read_image(&state, req, asset.profile().size_max_bytes).await?;
+    let made = state.library.replace_original(&asset, image).await?;
     let thumbnails = made.thumbnails.into_iter().map(|(w, k)| (w.to_string(), k.to_string())).collect();
     let body = ThumbsCreated { object_key: made.object_key.to_string(), thumbnails };
     Ok((StatusCode::CREATED, Json(body)).into_response())

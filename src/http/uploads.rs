@@ -10,16 +10,18 @@ use serde::{Deserialize, Serialize};
 use super::auth::{KeyCheck, check_key};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery, ShardQuery};
-use crate::assets::AssetRef;
+use super::paths;
+use super::wire::{CompleteRequest, PartsRequest, PartsResponse, PresignRequest, PresignResponse, StoredPart};
+use crate::assets::AssetKey;
 use crate::state::AppState;
 use crate::storage::ObjectKey;
-use crate::uploads::{
-    CompleteRequest, PartsRequest, PartsResponse, PresignRequest, PresignResponse, StoredPart, TokenSigner, UploadAuth,
-    UrlContext,
-};
+use crate::uploads::{UploadAuth, UploadError};
 
 /// The service's public base URL: `PUBLIC_BASE_URL`, else the request's
-/// (forwarded) host and scheme.
+/// `Host` (and, only with TRUST_FORWARDED_HEADERS, `X-Forwarded-Host` and
+/// `X-Forwarded-Proto`). The URLs built on it carry upload tokens, so a host
+/// is accepted only in the plain `name[:port]` / `[v6]:port` form: a value such
+/// as `evil.example?` or `a@b` cannot smuggle a token to another origin.
 #[derive(Debug, Clone)]
 pub struct BaseUrl(pub String);
 
@@ -31,17 +33,39 @@ impl FromRequestParts<AppState> for BaseUrl {
             return Ok(Self(base.clone()));
         }
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-        let host = header("x-forwarded-host")
+        let trusted = |name: &str| if state.config.trust_forwarded_headers { header(name) } else { None };
+        let host = trusted("x-forwarded-host")
+            .map(|h| h.split(',').next().unwrap_or("").trim())
             .or_else(|| header("host"))
             .or_else(|| parts.uri.authority().map(|a| a.as_str()))
-            .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b'@'))
             .ok_or_else(|| ApiError::bad_request_hint("no Host header", "send Host or set PUBLIC_BASE_URL"))?;
-        let scheme = match header("x-forwarded-proto") {
-            Some("https") => "https",
+        if !valid_host(host) {
+            return Err(ApiError::bad_request_hint(
+                format!("invalid Host header '{}'", host.escape_default()),
+                "send a plain host[:port], or set PUBLIC_BASE_URL",
+            ));
+        }
+        let scheme = match trusted("x-forwarded-proto") {
+            Some(p) if p.eq_ignore_ascii_case("https") => "https",
             _ => "http",
         };
         Ok(Self(format!("{scheme}://{host}")))
     }
+}
+
+/// A `Host` value: a DNS name or IPv4 address, or a bracketed IPv6 address,
+/// with an optional numeric port. Nothing else (no userinfo, path, query).
+pub fn valid_host(host: &str) -> bool {
+    let port_ok = |p: &str| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
+    if let Some(rest) = host.strip_prefix('[') {
+        let Some((v6, tail)) = rest.split_once(']') else { return false };
+        return v6.parse::<std::net::Ipv6Addr>().is_ok()
+            && (tail.is_empty() || tail.strip_prefix(':').is_some_and(port_ok));
+    }
+    let (name, port) = host.rsplit_once(':').map_or((host, None), |(n, p)| (n, Some(p)));
+    let label_ok =
+        |l: &str| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    name.len() <= 253 && name.split('.').all(label_ok) && port.is_none_or(port_ok)
 }
 
 /// `?token=` on upload URLs.
@@ -71,7 +95,7 @@ impl UploadPath {
         let (Some(upload_id), Some(action), Some(key)) = (it.next(), it.next(), it.next()) else {
             return Err(ApiError::NotFound("no such route".into()));
         };
-        if !matches!(action, "parts" | "complete" | "abort") {
+        if ![paths::PARTS, paths::COMPLETE, paths::ABORT].contains(&action) {
             return Err(ApiError::NotFound("no such route".into()));
         }
         if upload_id.is_empty() {
@@ -86,8 +110,8 @@ impl UploadPath {
         let path = Self::parse(tail)?;
         if path.action != action {
             let allow = match path.action.as_str() {
-                "parts" => "GET",
-                "complete" => "POST",
+                paths::PARTS => "GET",
+                paths::COMPLETE => "POST",
                 _ => "DELETE",
             };
             return Err(ApiError::MethodNotAllowed(Some(allow)));
@@ -108,12 +132,11 @@ fn authorize(
     let token = token.or_else(|| headers.get("x-upload-token").and_then(|v| v.to_str().ok())).filter(|t| !t.is_empty());
     match token {
         Some(token) => {
-            let signer = TokenSigner::new(state.config.signing_secret.expose().as_bytes());
-            match signer.verify(token, std::time::SystemTime::now()) {
+            match state.uploads.verify_token(token) {
                 Ok(claims) if claims.object_key == key.as_str() && claims.upload_id == upload_id => {
                     Ok(UploadAuth::Token(claims))
                 }
-                Ok(_) => Err(ApiError::Unauthorized("the upload token belongs to another upload".into())),
+                Ok(_) => Err(UploadError::TokenForAnotherUpload.into()),
                 // An expired (or otherwise unusable) token does not cancel a
                 // valid API key sent with it: a client resuming a long upload
                 // can still list, complete or abort it.
@@ -144,7 +167,8 @@ pub async fn presign(
     BaseUrl(base_url): BaseUrl,
     ApiJson(req): ApiJson<PresignRequest>,
 ) -> ApiResult<Json<PresignResponse>> {
-    Ok(Json(state.presign(&req, &UrlContext { base_url }).await?))
+    let presigned = state.uploads.presign(&req.into(), &base_url).await?;
+    Ok(Json(PresignResponse::new(presigned, &base_url)))
 }
 
 /// `POST /v1/uploads/presign/parts` (the upload's token; the API key alone is not enough).
@@ -192,10 +216,8 @@ pub async fn presign_parts(
             "send the upload_token from the presign answer: it carries the part sizes",
         ));
     };
-    let claims = TokenSigner::new(state.config.signing_secret.expose().as_bytes())
-        .verify(token, std::time::SystemTime::now())
-        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
-    Ok(Json(state.presign_parts(&req, &claims, &UrlContext { base_url }).await?))
+    let claims = state.uploads.verify_token(token).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    Ok(Json(state.uploads.presign_parts(&(&req).into(), &claims, &base_url).await?.into()))
 }
 
 /// The answer to a resume call.
@@ -226,9 +248,10 @@ pub async fn list_parts(
     ApiQuery(q): ApiQuery<TokenQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Json<PartsList>> {
-    let path = UploadPath::for_action(&tail, "parts")?;
+    let path = UploadPath::for_action(&tail, paths::PARTS)?;
     authorize(&state, &headers, q.token.as_deref(), &path.key, &path.upload_id)?;
-    Ok(Json(PartsList { parts: state.stored_parts(&path.key, &path.upload_id).await? }))
+    let parts = state.uploads.stored_parts(&path.key, &path.upload_id).await?;
+    Ok(Json(PartsList { parts: parts.into_iter().map(StoredPart::from).collect() }))
 }
 
 /// `completed` answer.
@@ -271,13 +294,13 @@ pub struct Deleted {
     ),
     request_body = CompleteRequest,
     responses(
-        (status = 200, description = "Completed and verified", body = Completed),
+        (status = 200, description = "Completed and verified; also a retry after success, when the stored object carries this upload id", body = Completed),
         (status = 400, description = "No parts, bad JSON, or parts the store refuses", body = ErrorBody),
         (status = 401, description = "No valid token or API key", body = ErrorBody),
         (status = 404, description = "invalid_upload_id", body = ErrorBody),
-        (status = 409, description = "An object already exists at the key", body = ErrorBody),
+        (status = 409, description = "Another upload's object holds the key; this upload's parts are discarded", body = ErrorBody),
         (status = 413, description = "Request body too large", body = ErrorBody),
-        (status = 422, description = "upload_verification_failed: the object was deleted", body = ErrorBody),
+        (status = 422, description = "upload_verification_failed (size, type, or an image header that does not parse or is over the pixel limit): the object was deleted", body = ErrorBody),
         (status = 502, description = "The store failed", body = ErrorBody),
     ),
     security((), ("bearer" = []), ("api_key" = []), ("upload_token" = [])))]
@@ -288,12 +311,12 @@ pub async fn complete(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Completed>> {
-    let path = UploadPath::for_action(&tail, "complete")?;
+    let path = UploadPath::for_action(&tail, paths::COMPLETE)?;
     // Authorisation comes before the body is even parsed.
     let auth = authorize(&state, &headers, q.token.as_deref(), &path.key, &path.upload_id)?;
     let req: CompleteRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
-    state.complete_upload(&path.key, &path.upload_id, &req, &auth).await?;
+    state.uploads.complete(&path.key, &path.upload_id, req.into_parts(), &auth).await?;
     Ok(Json(Completed { status: "completed", object_key: path.key.to_string() }))
 }
 
@@ -318,9 +341,9 @@ pub async fn abort(
     ApiQuery(q): ApiQuery<TokenQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Json<Aborted>> {
-    let path = UploadPath::for_action(&tail, "abort")?;
+    let path = UploadPath::for_action(&tail, paths::ABORT)?;
     authorize(&state, &headers, q.token.as_deref(), &path.key, &path.upload_id)?;
-    state.abort_upload(&path.key, &path.upload_id).await?;
+    state.uploads.abort(&path.key, &path.upload_id).await?;
     Ok(Json(Aborted { status: "aborted", upload_id: path.upload_id }))
 }
 
@@ -344,16 +367,24 @@ pub async fn delete_asset(
     ApiPath((profile, key_base)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<ShardQuery>,
 ) -> ApiResult<Json<Deleted>> {
-    let asset = AssetRef::resolve(&state.profiles, &profile, &key_base, q.shard.as_deref())?;
-    let deleted = state.delete_asset(&asset).await?;
-    if deleted == 0 {
-        return Err(ApiError::NotFound(format!("nothing is stored for '{key_base}' in profile '{profile}'")));
-    }
-    Ok(Json(Deleted { status: "deleted", profile, key_base: asset.key_base.to_string(), objects_deleted: deleted }))
+    let asset = AssetKey::resolve(&state.profiles, &profile, &key_base, q.shard.as_deref())?;
+    let deleted = state.library.delete(&asset).await?;
+    Ok(Json(Deleted { status: "deleted", profile, key_base: asset.key_base().to_string(), objects_deleted: deleted }))
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hosts_are_plain_authorities() {
+        for ok in ["localhost", "localhost:8080", "media.example.com", "127.0.0.1:80", "[::1]:8080", "[::1]", "a-b.c"] {
+            assert!(super::valid_host(ok), "{ok}");
+        }
+        for bad in ["", "evil.example?", "a@b", "a/b", "a:b", "a:", "[::1", "[zz]:1", "a..b", "a b", "a:123456", "x#y"]
+        {
+            assert!(!super::valid_host(bad), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

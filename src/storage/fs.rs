@@ -5,13 +5,27 @@
 //!   inspect or back them up with ordinary tools);
 //! - `DATA_DIR/.mediaflow/meta/<xx>/<sha256(key)>.json`: its content type and
 //!   MD5 ETag, tied to the file's size and mtime so a stale sidecar is ignored;
-//! - `DATA_DIR/.mediaflow/tmp/`: bodies being written (renamed into place, so a
-//!   reader never sees a partial object);
-//! - `DATA_DIR/.mediaflow/uploads/<upload_id>/`: multipart uploads in progress.
+//! - `DATA_DIR/.mediaflow/tmp/`: bodies being written (renamed or linked into
+//!   place, so a reader never sees a partial object). Each temp file is owned
+//!   by a guard that removes it, synchronously, on every path that does not
+//!   install it, a dropped (cancelled) future included; [`FsStore::sweep`]
+//!   removes what a crash leaves;
+//! - `DATA_DIR/.mediaflow/uploads/<upload_id>/`: multipart uploads in progress
+//!   (`<upload_id>.completing/` while one is being assembled);
+//! - `DATA_DIR/.mediaflow/objects/<rest>`: the service's own objects, keyed
+//!   `.mediaflow/<rest>` ([`ObjectKey::internal`]).
 //!
 //! Keys are validated [`ObjectKey`]s (no `..`, no dot-segments, no backslash),
 //! and upload ids are checked to be the hex ids this backend makes, so no input
 //! reaches outside `DATA_DIR`.
+//!
+//! Cancellation: a `tokio::fs` call runs on the blocking pool and finishes
+//! even when the future awaiting it is dropped, so a dropped write could
+//! create, link or rename a name after its guard has cleaned up. Every step
+//! that creates, links or renames a name (a few microseconds of metadata
+//! work) is therefore a plain `std::fs` call, made within one poll; only
+//! data reads and writes, on files a guard owns, are awaited. Installing an
+//! object and writing its sidecar happen with no await in between.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -26,6 +40,7 @@ use tokio::fs;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
+use super::keys::INTERNAL_PREFIX;
 use super::signing::{UploadGrant, UrlSigner, unix};
 use super::{
     ByteRange, CompletedPart, GetObject, KeyPrefix, ListPage, ObjectKey, ObjectMeta, ObjectStore, PartInfo,
@@ -55,7 +70,68 @@ struct Sidecar {
     etag: String,
     size: u64,
     mtime_ns: u128,
+    /// The multipart upload that completed the object (its id is its tag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    upload_id: Option<String>,
 }
+
+/// What a sidecar records besides the file's size and time.
+#[derive(Debug)]
+struct Recorded {
+    content_type: Option<String>,
+    etag: String,
+    upload_id: Option<String>,
+}
+
+/// A temp file (or folder) that is removed when the guard drops, unless it
+/// was installed. Removal is synchronous so that it also happens when the
+/// future owning the guard is dropped mid-write (a cancelled request).
+#[derive(Debug)]
+struct TempPath {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TempPath {
+    fn new(path: PathBuf) -> Self {
+        Self { path, armed: true }
+    }
+
+    /// The path is no longer ours to remove (it was renamed into place).
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_file(&self.path).or_else(|_| std::fs::remove_dir_all(&self.path));
+        }
+    }
+}
+
+/// A multipart upload folder renamed to `<id>.completing` for its assembly:
+/// unless the assembly succeeds, dropping the guard renames it back, so a
+/// failed, refused or cancelled complete leaves the upload as it was (as S3
+/// does) and a retry finds every part.
+#[derive(Debug)]
+struct Completing {
+    claimed: PathBuf,
+    dir: PathBuf,
+    armed: bool,
+}
+
+impl Drop for Completing {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::rename(&self.claimed, &self.dir);
+        }
+    }
+}
+
+/// Suffix of an upload folder being assembled.
+const COMPLETING: &str = ".completing";
 
 /// What a multipart upload remembers.
 #[derive(Debug, Serialize, Deserialize)]
@@ -93,7 +169,7 @@ impl FsStore {
         fs::create_dir_all(&root).await.map_err(io_err)?;
         let root = fs::canonicalize(&root).await.map_err(io_err)?;
         let internal = root.join(INTERNAL_DIR);
-        for dir in ["meta", "tmp", "uploads"] {
+        for dir in ["meta", "tmp", "uploads", "objects"] {
             fs::create_dir_all(internal.join(dir)).await.map_err(io_err)?;
         }
         Ok(Self { root, internal, signer })
@@ -110,6 +186,12 @@ impl FsStore {
     }
 
     fn path(&self, key: &ObjectKey) -> PathBuf {
+        // The service's own keys live apart from meta/, tmp/ and uploads/.
+        if let Some(rest) = key.as_str().strip_prefix(INTERNAL_PREFIX) {
+            let mut p = self.internal.join("objects");
+            p.extend(rest.split('/'));
+            return p;
+        }
         let mut p = self.root.clone();
         p.extend(key.segments());
         p
@@ -127,78 +209,73 @@ impl FsStore {
         Ok(self.internal.join("uploads").join(upload_id))
     }
 
-    fn temp_path(&self) -> PathBuf {
-        self.internal.join("tmp").join(hex::encode(rand::random::<[u8; 16]>()))
+    fn temp_path(&self) -> TempPath {
+        TempPath::new(self.internal.join("tmp").join(hex::encode(rand::random::<[u8; 16]>())))
     }
 
     /// Streams `body` into a new temp file, checking its length, and returns
-    /// the temp path and the MD5 of the bytes.
-    async fn write_temp(&self, body: PutBody) -> Result<(PathBuf, [u8; 16])> {
+    /// the temp file and the MD5 of the bytes.
+    async fn write_temp(&self, body: PutBody) -> Result<(TempPath, [u8; 16])> {
         let tmp = self.temp_path();
-        let result = async {
-            let mut file = fs::File::create(&tmp).await.map_err(io_err)?;
-            let mut md5 = Md5::new();
-            let mut written = 0u64;
-            let mut stream = body.stream;
-            while let Some(chunk) = stream.try_next().await.map_err(StorageError::Body)? {
-                written += chunk.len() as u64;
-                if written > body.length {
-                    return Err(StorageError::LengthMismatch { expected: body.length, actual: written });
-                }
-                md5.update(&chunk);
-                file.write_all(&chunk).await.map_err(io_err)?;
-            }
-            if written != body.length {
+        let mut file = fs::File::from_std(std::fs::File::create(&tmp.path).map_err(io_err)?);
+        let mut md5 = Md5::new();
+        let mut written = 0u64;
+        let mut stream = body.stream;
+        while let Some(chunk) = stream.try_next().await.map_err(StorageError::Body)? {
+            written += chunk.len() as u64;
+            if written > body.length {
                 return Err(StorageError::LengthMismatch { expected: body.length, actual: written });
             }
-            // Durable before it becomes visible: an acknowledged upload survives a crash.
-            file.sync_all().await.map_err(io_err)?;
-            Ok(md5.finalize().into())
+            md5.update(&chunk);
+            file.write_all(&chunk).await.map_err(io_err)?;
         }
-        .await;
-        match result {
-            Ok(md5) => Ok((tmp, md5)),
-            Err(e) => {
-                let _ = fs::remove_file(&tmp).await;
-                Err(e)
-            }
+        if written != body.length {
+            return Err(StorageError::LengthMismatch { expected: body.length, actual: written });
         }
+        // Durable before it becomes visible: an acknowledged upload survives a crash.
+        file.sync_all().await.map_err(io_err)?;
+        Ok((tmp, md5.finalize().into()))
     }
 
-    /// Moves a finished temp file to `key`; with `exclusive`, fails when the
-    /// object exists (a hard link never replaces its target, unlike rename).
-    async fn install(&self, tmp: &Path, key: &ObjectKey, exclusive: bool) -> Result<()> {
+    /// Moves a finished temp file to `key` and records its sidecar, with no
+    /// await in between (see the module doc). With `exclusive` it fails when
+    /// the object exists: a hard link never replaces its target, unlike
+    /// rename, so of several racing writers exactly one succeeds.
+    async fn install(&self, tmp: TempPath, key: &ObjectKey, exclusive: bool, record: Recorded) -> Result<ObjectMeta> {
         let dest = self.path(key);
         let parent = dest.parent().expect("keys have a parent under root");
+        // Creating folders is harmless should it finish after a drop.
         if let Err(e) = fs::create_dir_all(parent).await {
-            let _ = fs::remove_file(tmp).await;
             return Err(if e.kind() == ErrorKind::NotADirectory || e.kind() == ErrorKind::AlreadyExists {
                 StorageError::Backend(format!("a parent of '{key}' is an object"))
             } else {
                 io_err(e)
             });
         }
-        let result = if exclusive {
-            match fs::hard_link(tmp, &dest).await {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(StorageError::AlreadyExists),
-                Err(e) => Err(io_err(e)),
+        if exclusive {
+            // The guard removes the temp name; the object keeps the inode.
+            match std::fs::hard_link(&tmp.path, &dest) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(StorageError::AlreadyExists),
+                Err(e) => return Err(io_err(e)),
             }
         } else {
-            fs::rename(tmp, &dest).await.map_err(io_err)
-        };
-        let _ = fs::remove_file(tmp).await;
-        result
+            std::fs::rename(&tmp.path, &dest).map_err(io_err)?;
+            tmp.disarm();
+        }
+        self.write_sidecar(key, record)
     }
 
-    async fn write_sidecar(&self, key: &ObjectKey, content_type: Option<String>, etag: String) -> Result<ObjectMeta> {
-        let meta = fs::metadata(self.path(key)).await.map_err(io_err)?;
-        let sidecar = Sidecar { content_type, etag, size: meta.len(), mtime_ns: mtime_ns(&meta) };
+    fn write_sidecar(&self, key: &ObjectKey, record: Recorded) -> Result<ObjectMeta> {
+        let meta = std::fs::metadata(self.path(key)).map_err(io_err)?;
+        let Recorded { content_type, etag, upload_id } = record;
+        let sidecar = Sidecar { content_type, etag, size: meta.len(), mtime_ns: mtime_ns(&meta), upload_id };
         let path = self.sidecar_path(key);
-        fs::create_dir_all(path.parent().expect("sidecars have a parent")).await.map_err(io_err)?;
+        std::fs::create_dir_all(path.parent().expect("sidecars have a parent")).map_err(io_err)?;
         let tmp = self.temp_path();
-        fs::write(&tmp, serde_json::to_vec(&sidecar).expect("serialisable")).await.map_err(io_err)?;
-        fs::rename(&tmp, &path).await.map_err(io_err)?;
+        std::fs::write(&tmp.path, serde_json::to_vec(&sidecar).expect("serialisable")).map_err(io_err)?;
+        std::fs::rename(&tmp.path, &path).map_err(io_err)?;
+        tmp.disarm();
         Ok(self.meta_from(key, &meta, Some(sidecar)))
     }
 
@@ -211,10 +288,10 @@ impl FsStore {
     }
 
     fn meta_from(&self, key: &ObjectKey, meta: &std::fs::Metadata, sidecar: Option<Sidecar>) -> ObjectMeta {
-        let (etag, content_type) = match sidecar {
-            Some(s) => (s.etag, s.content_type),
+        let (etag, content_type, upload_tag) = match sidecar {
+            Some(s) => (s.etag, s.content_type, s.upload_id),
             // Like nginx: size and mtime identify a version of a file put there by hand.
-            None => (quoted(&format!("{:x}-{:x}", meta.len(), mtime_ns(meta))), None),
+            None => (quoted(&format!("{:x}-{:x}", meta.len(), mtime_ns(meta))), None, None),
         };
         ObjectMeta {
             key: key.clone(),
@@ -222,6 +299,7 @@ impl FsStore {
             etag,
             last_modified: meta.modified().unwrap_or(UNIX_EPOCH),
             content_type,
+            upload_tag,
         }
     }
 
@@ -273,26 +351,45 @@ impl FsStore {
         Ok(parts.into_iter().map(|(p, path, _)| (p, path)).collect())
     }
 
-    /// Removes temp files and multipart uploads older than `max_age` (S3 does
-    /// this with an AbortIncompleteMultipartUpload lifecycle rule).
-    pub async fn sweep(&self, max_age: Duration) -> Result<usize> {
-        let cutoff = SystemTime::now() - max_age;
-        let mut removed = 0;
-        for dir in ["tmp", "uploads"] {
-            let mut entries = fs::read_dir(self.internal.join(dir)).await.map_err(io_err)?;
-            while let Some(entry) = entries.next_entry().await.map_err(io_err)? {
-                let Ok(meta) = entry.metadata().await else { continue };
-                if meta.modified().is_ok_and(|m| m < cutoff) {
-                    let r = if meta.is_dir() {
-                        fs::remove_dir_all(entry.path()).await
-                    } else {
-                        fs::remove_file(entry.path()).await
-                    };
-                    removed += usize::from(r.is_ok());
-                }
+    /// Clears what crashes and abandoned uploads leave: temp files not
+    /// written to for `temp_age` (a body being written touches its file on
+    /// every chunk), multipart uploads untouched for `upload_age` (S3 does this
+    /// with an AbortIncompleteMultipartUpload lifecycle rule), and uploads a
+    /// crashed complete left mid-assembly for `temp_age`, which are restored
+    /// so that a retried complete finds their parts. Returns how many entries
+    /// it removed or restored.
+    pub async fn sweep(&self, temp_age: Duration, upload_age: Duration) -> Result<usize> {
+        let now = SystemTime::now();
+        let older = |meta: &std::fs::Metadata, age: Duration| meta.modified().is_ok_and(|m| m + age < now);
+        let mut swept = 0;
+        let mut entries = fs::read_dir(self.internal.join("tmp")).await.map_err(io_err)?;
+        while let Some(entry) = entries.next_entry().await.map_err(io_err)? {
+            let Ok(meta) = entry.metadata().await else { continue };
+            if older(&meta, temp_age) {
+                let r = if meta.is_dir() {
+                    fs::remove_dir_all(entry.path()).await
+                } else {
+                    fs::remove_file(entry.path()).await
+                };
+                swept += usize::from(r.is_ok());
             }
         }
-        Ok(removed)
+        let mut entries = fs::read_dir(self.internal.join("uploads")).await.map_err(io_err)?;
+        while let Some(entry) = entries.next_entry().await.map_err(io_err)? {
+            let Ok(meta) = entry.metadata().await else { continue };
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(COMPLETING) {
+                // Its assembly started `temp_age` ago (the folder is touched
+                // then) and no live complete runs that long.
+                if older(&meta, temp_age) {
+                    let restored = fs::rename(entry.path(), self.internal.join("uploads").join(id)).await;
+                    swept += usize::from(restored.is_ok());
+                }
+            } else if older(&meta, upload_age) {
+                swept += usize::from(fs::remove_dir_all(entry.path()).await.is_ok());
+            }
+        }
+        Ok(swept)
     }
 }
 
@@ -366,8 +463,8 @@ impl ObjectStore for FsStore {
 
     async fn put(&self, key: &ObjectKey, body: PutBody, opts: PutOptions) -> Result<ObjectMeta> {
         let (tmp, md5) = self.write_temp(body).await?;
-        self.install(&tmp, key, opts.if_none_match).await?;
-        self.write_sidecar(key, opts.content_type, quoted(&hex::encode(md5))).await
+        let record = Recorded { content_type: opts.content_type, etag: quoted(&hex::encode(md5)), upload_id: None };
+        self.install(tmp, key, opts.if_none_match, record).await
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
@@ -376,6 +473,14 @@ impl ObjectStore for FsStore {
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) if e.kind() == ErrorKind::IsADirectory => return Ok(()),
             Err(e) => return Err(io_err(e)),
+        }
+        // A put racing this delete may have installed a new object (and its
+        // sidecar) since the file was removed: only a sidecar that describes
+        // no file goes.
+        if let Ok(meta) = fs::metadata(self.path(key)).await
+            && self.read_sidecar(key, &meta).await.is_some()
+        {
+            return Ok(());
         }
         let _ = fs::remove_file(self.sidecar_path(key)).await;
         Ok(())
@@ -430,11 +535,11 @@ impl ObjectStore for FsStore {
         let (tmp, md5) = self.write_temp(body).await?;
         let md5 = hex::encode(md5);
         let dest = dir.join(format!("{part_number}.{md5}.part"));
-        if let Err(e) = fs::rename(&tmp, &dest).await {
-            let _ = fs::remove_file(&tmp).await;
+        if let Err(e) = std::fs::rename(&tmp.path, &dest) {
             // The upload was completed or aborted while the part was arriving.
             return Err(if e.kind() == ErrorKind::NotFound { StorageError::NoSuchUpload } else { io_err(e) });
         }
+        tmp.disarm();
         // A re-uploaded part replaces the earlier one, as on S3.
         let own = format!("{part_number}.");
         if let Ok(mut entries) = fs::read_dir(&dir).await {
@@ -458,33 +563,39 @@ impl ObjectStore for FsStore {
         let dir = self.upload_dir(upload_id)?;
         let record = self.read_upload(key, &dir).await?;
         // Claim the upload: of two concurrent completions only one renames it.
-        let claimed = self.internal.join("tmp").join(format!("{upload_id}.completing"));
-        fs::rename(&dir, &claimed).await.map_err(|e| match e.kind() {
+        let claimed = self.internal.join("uploads").join(format!("{upload_id}{COMPLETING}"));
+        std::fs::rename(&dir, &claimed).map_err(|e| match e.kind() {
             ErrorKind::NotFound => StorageError::NoSuchUpload,
             _ => io_err(e),
         })?;
-        let result = self.assemble(key, &claimed, parts, record.content_type).await;
-        match &result {
-            // S3 keeps the upload when the part list is wrong, so the client can fix it.
-            Err(StorageError::InvalidPart(_)) => {
-                let _ = fs::rename(&claimed, &dir).await;
-            }
-            _ => {
-                let _ = fs::remove_dir_all(&claimed).await;
-            }
-        }
-        result
+        let mut guard = Completing { claimed, dir, armed: true };
+        // A new entry dates the folder, so the sweeper knows when assembly began.
+        std::fs::write(guard.claimed.join("completing"), b"").map_err(io_err)?;
+        // Any failure (a wrong part list, a lost race, a cancelled future)
+        // drops the guard, which puts the upload back as it was.
+        self.assemble(key, &guard.claimed, parts, record.content_type, upload_id).await?;
+        guard.armed = false;
+        // Out of the uploads folder at once; should this future be dropped
+        // before the parts are deleted, the temp guard deletes them.
+        let spent = self.temp_path();
+        // The object is in place: what follows is cleanup, never a failure.
+        let _ = match std::fs::rename(&guard.claimed, &spent.path) {
+            Ok(()) => fs::remove_dir_all(&spent.path).await,
+            Err(_) => fs::remove_dir_all(&guard.claimed).await,
+        };
+        Ok(())
     }
 
     async fn abort_multipart(&self, key: &ObjectKey, upload_id: &str) -> Result<()> {
         let dir = self.upload_dir(upload_id)?;
         self.read_upload(key, &dir).await?;
         let doomed = self.temp_path();
-        fs::rename(&dir, &doomed).await.map_err(|e| match e.kind() {
+        std::fs::rename(&dir, &doomed.path).map_err(|e| match e.kind() {
             ErrorKind::NotFound => StorageError::NoSuchUpload,
             _ => io_err(e),
         })?;
-        fs::remove_dir_all(&doomed).await.map_err(io_err)
+        // Should this future be dropped half-way, the guard finishes the job.
+        fs::remove_dir_all(&doomed.path).await.map_err(io_err)
     }
 
     async fn presign(&self, key: &ObjectKey, op: &PresignOp, ctx: &PresignContext) -> Result<PresignedRequest> {
@@ -531,8 +642,8 @@ impl ObjectStore for FsStore {
     async fn check(&self) -> Result<()> {
         // Writable, not just present: a read-only or full disk is not ready.
         let probe = self.temp_path();
-        fs::write(&probe, b"ok").await.map_err(io_err)?;
-        fs::remove_file(&probe).await.map_err(io_err)
+        std::fs::write(&probe.path, b"ok").map_err(io_err)?;
+        std::fs::remove_file(&probe.path).map_err(io_err)
     }
 }
 
@@ -544,6 +655,7 @@ impl FsStore {
         dir: &Path,
         wanted: &[CompletedPart],
         content_type: String,
+        upload_id: &str,
     ) -> Result<()> {
         if wanted.is_empty() {
             return Err(StorageError::InvalidPart("no parts given".into()));
@@ -572,27 +684,22 @@ impl FsStore {
             files.push(path.clone());
         }
         let tmp = self.temp_path();
-        let copy = async {
-            let mut out = fs::File::create(&tmp).await.map_err(io_err)?;
-            for path in &files {
-                let mut part = fs::File::open(path).await.map_err(io_err)?;
-                tokio::io::copy(&mut part, &mut out).await.map_err(io_err)?;
-            }
-            out.sync_all().await.map_err(io_err)?;
-            let written = out.metadata().await.map_err(io_err)?.len();
-            if written != total {
-                return Err(StorageError::Backend("multipart assembly size mismatch".into()));
-            }
-            Ok(())
-        };
-        if let Err(e) = copy.await {
-            let _ = fs::remove_file(&tmp).await;
-            return Err(e);
+        let mut out = fs::File::from_std(std::fs::File::create(&tmp.path).map_err(io_err)?);
+        for path in &files {
+            let mut part = fs::File::open(path).await.map_err(io_err)?;
+            tokio::io::copy(&mut part, &mut out).await.map_err(io_err)?;
         }
-        self.install(&tmp, key, false).await?;
+        out.sync_all().await.map_err(io_err)?;
+        let written = out.metadata().await.map_err(io_err)?.len();
+        if written != total {
+            return Err(StorageError::Backend("multipart assembly size mismatch".into()));
+        }
         // S3's multipart ETag: MD5 of the concatenated part MD5s, then "-N".
         let etag = quoted(&format!("{}-{}", hex::encode(Md5::digest(&md5s)), wanted.len()));
-        self.write_sidecar(key, Some(content_type), etag).await?;
+        let record = Recorded { content_type: Some(content_type), etag, upload_id: Some(upload_id.to_owned()) };
+        // Never replaces an object: of racing completes (or a complete and a
+        // single PUT) exactly one links its file into place.
+        self.install(tmp, key, true, record).await?;
         Ok(())
     }
 }

@@ -10,6 +10,11 @@ use std::fmt;
 
 use sha1::{Digest, Sha1};
 
+/// The folder segment that holds the media of custom-shard originals
+/// (`{thumb_folder}/_shard/{shard}/…`): reserved, no profile folder may
+/// contain it.
+pub const SHARD_FOLDER: &str = "_shard";
+
 /// Longest object key accepted (S3's own limit is 1024 bytes).
 pub const MAX_KEY_LEN: usize = 1024;
 /// Longest `key_base` accepted.
@@ -28,6 +33,9 @@ pub enum KeyError {
     /// A custom shard outside `[a-z0-9_-]{1,64}`.
     #[error("shard must be 1-{MAX_SHARD_LEN} characters of [a-z0-9_-]")]
     InvalidShard,
+    /// A custom shard that names another profile's folder (see `config::overlap`).
+    #[error("shard '{0}' is reserved: another profile stores its objects under that name")]
+    ReservedShard(String),
     /// An extension outside `[A-Za-z0-9]{1,16}`.
     #[error("extension must be 1-{MAX_EXT_LEN} characters of [A-Za-z0-9]")]
     InvalidExtension,
@@ -64,6 +72,41 @@ impl ObjectKey {
     /// The key's segments, in order.
     pub fn segments(&self) -> impl Iterator<Item = &str> {
         self.0.split('/')
+    }
+}
+
+/// The service's own bookkeeping prefix (SPEC §5). [`ObjectKey::parse`]
+/// refuses every segment starting with `.`, so no key a client sends can
+/// reach it: keys under it are made by [`ObjectKey::internal`] only.
+pub const INTERNAL_PREFIX: &str = ".mediaflow/";
+
+/// The objects the service keeps for itself under [`INTERNAL_PREFIX`].
+/// Typed, so that no client string can name one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InternalKey<'a> {
+    /// The claim a complete holds on an object key while it writes it
+    /// (`.mediaflow/claims/<sha256(key)>`).
+    Claim(&'a ObjectKey),
+    /// The marker that lets exactly one complete take over a stale claim on
+    /// an object key, named by that claim's nonce.
+    ClaimTakeover(&'a ObjectKey, u128),
+}
+
+impl ObjectKey {
+    /// The key of one of the service's own objects.
+    pub fn internal(which: InternalKey<'_>) -> Self {
+        let hashed = |key: &ObjectKey| hex::encode(sha2::Sha256::digest(key.as_str().as_bytes()));
+        Self(match which {
+            InternalKey::Claim(key) => format!("{INTERNAL_PREFIX}claims/{}", hashed(key)),
+            InternalKey::ClaimTakeover(key, nonce) => {
+                format!("{INTERNAL_PREFIX}claims/{}.takeover-{nonce:032x}", hashed(key))
+            }
+        })
+    }
+
+    /// Whether this is one of the service's own keys (never a client's).
+    pub fn is_internal(&self) -> bool {
+        self.0.starts_with(INTERNAL_PREFIX)
     }
 }
 
@@ -201,6 +244,21 @@ impl Extension {
     }
 }
 
+/// A profile's folder (`thumb_folder`, `proxy_folder`): valid as a key
+/// prefix, without a trailing `/`, and without the reserved [`SHARD_FOLDER`]
+/// segment.
+pub fn parse_folder(raw: &str) -> Result<String, KeyError> {
+    let trimmed = raw.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err(KeyError::InvalidKey("empty folder"));
+    }
+    KeyPrefix::parse(format!("{trimmed}/"))?;
+    if trimmed.split('/').any(|s| s == SHARD_FOLDER) {
+        return Err(KeyError::InvalidKey("the segment '_shard' is reserved for the media of custom-shard originals"));
+    }
+    Ok(trimmed.to_owned())
+}
+
 /// Splits an `image_id` from a URL (`photo.jpg`) into its key base and the
 /// extension: everything after the first dot.
 pub fn split_image_id(image_id: &str) -> Result<(KeyBase, Option<Extension>), KeyError> {
@@ -212,10 +270,14 @@ pub fn split_image_id(image_id: &str) -> Result<(KeyBase, Option<Extension>), Ke
 
 /// One piece of a parsed `storage_path` template.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Piece {
+pub enum Piece {
+    /// Text copied as is (may contain `/`).
     Literal(String),
+    /// `{key_base}`.
     KeyBase,
+    /// `{ext}`.
     Ext,
+    /// `{shard}` or `{shard?}`.
     Shard,
 }
 
@@ -279,6 +341,12 @@ impl StorageTemplate {
     /// The template as written in the profile.
     pub fn as_str(&self) -> &str {
         &self.source
+    }
+
+    /// The parsed pieces, in order (shard placeholders already removed when
+    /// the profile does not shard).
+    pub fn pieces(&self) -> &[Piece] {
+        &self.pieces
     }
 
     /// Whether the template has an `{ext}` placeholder: then lookups take the
@@ -509,6 +577,22 @@ mod tests {
             assert!(ObjectKey::parse(bad).is_err(), "{bad:?}");
         }
         assert!(ObjectKey::parse("a".repeat(1025)).is_err());
+    }
+
+    #[test]
+    fn internal_keys_are_out_of_client_reach() {
+        let key = ObjectKey::parse("originals/a/k1").unwrap();
+        let claim = ObjectKey::internal(InternalKey::Claim(&key));
+        assert!(claim.as_str().starts_with(".mediaflow/claims/") && claim.is_internal(), "{claim}");
+        assert!(!key.is_internal());
+        // Whatever the internal key, the client-side parser refuses it.
+        for k in [claim.clone(), ObjectKey::internal(InternalKey::ClaimTakeover(&key, 7))] {
+            assert!(ObjectKey::parse(k.as_str()).is_err(), "{k}");
+            assert!(KeyPrefix::parse(k.as_str()).is_err(), "{k}");
+        }
+        assert!(ObjectKey::parse(".mediaflow/claims/x").is_err());
+        assert!(KeyPrefix::parse(".mediaflow/").is_err());
+        assert_ne!(claim, ObjectKey::internal(InternalKey::Claim(&ObjectKey::parse("originals/a/k2").unwrap())));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 
-pub use keys::{KeyPrefix, ObjectKey};
+pub use keys::{InternalKey, KeyPrefix, ObjectKey};
 
 /// A stream of object bytes.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
@@ -93,7 +93,44 @@ pub struct ObjectMeta {
     pub last_modified: SystemTime,
     /// The content type stored with the object, if any.
     pub content_type: Option<String>,
+    /// The [`upload_tag`] of the multipart upload that completed the object,
+    /// when it was completed from one (filled by `head` and `get`, not `list`).
+    pub upload_tag: Option<String>,
 }
+
+impl ObjectMeta {
+    /// Whether the multipart upload `upload_id` completed this object.
+    pub fn completed_by(&self, upload_id: &str) -> bool {
+        self.upload_tag.as_deref() == Some(upload_tag(upload_id))
+    }
+}
+
+/// The part of a multipart upload id that the store records with the object
+/// it completes. An S3 store assigns its upload id only after the upload's
+/// metadata is fixed, so the S3 backend makes its ids `<tag>.<S3 upload id>`
+/// with a tag of its own (32 hex digits) recorded as user metadata; the
+/// filesystem backend's ids are their own tag.
+pub fn upload_tag(upload_id: &str) -> &str {
+    split_upload_id(upload_id).0.unwrap_or(upload_id)
+}
+
+/// Splits `<tag>.<store id>` (see [`upload_tag`]); an id of another shape is
+/// the store's own, with no tag.
+pub(crate) fn split_upload_id(upload_id: &str) -> (Option<&str>, &str) {
+    match upload_id.split_at_checked(UPLOAD_TAG_LEN) {
+        Some((tag, rest))
+            if rest.len() > 1
+                && rest.starts_with('.')
+                && tag.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+        {
+            (Some(tag), &rest[1..])
+        }
+        _ => (None, upload_id),
+    }
+}
+
+/// Hex digits in an upload tag.
+pub(crate) const UPLOAD_TAG_LEN: usize = 32;
 
 /// A byte range as the client asked for it, resolved against the object size
 /// by the store (which knows the size without an extra round trip).
@@ -124,9 +161,13 @@ impl ByteRange {
         }
     }
 
-    /// The HTTP form, `bytes=…`.
+    /// The HTTP form, `bytes=…`. A last byte beyond any object's size is sent
+    /// open-ended: RFC 9110 clamps it anyway, but some stores answer 416 to
+    /// numbers they cannot parse (SeaweedFS to `bytes=0-18446744073709551615`).
     pub fn to_header(self) -> String {
+        const BEYOND_ANY_OBJECT: u64 = 1 << 50;
         match self {
+            Self::Bounded { start, end } if end >= BEYOND_ANY_OBJECT => format!("bytes={start}-"),
             Self::Bounded { start, end } => format!("bytes={start}-{end}"),
             Self::From(start) => format!("bytes={start}-"),
             Self::Suffix(n) => format!("bytes=-{n}"),
@@ -306,16 +347,22 @@ pub trait ObjectStore: Send + Sync + fmt::Debug + 'static {
     /// One page of the objects whose key starts with `prefix`, in key order.
     async fn list(&self, prefix: &KeyPrefix, cursor: Option<String>, max: usize) -> Result<ListPage>;
 
-    /// Starts a multipart upload and returns its id.
+    /// Starts a multipart upload and returns its id. The object it completes
+    /// records the id's [`upload_tag`] ([`ObjectMeta::completed_by`]).
     async fn create_multipart(&self, key: &ObjectKey, content_type: &str) -> Result<String>;
 
     /// Stores one part of a multipart upload and returns its ETag (quoted).
     async fn upload_part(&self, key: &ObjectKey, upload_id: &str, part_number: u32, body: PutBody) -> Result<String>;
 
-    /// The parts stored so far, by part number.
+    /// The parts stored so far, in part number order, each number once (the
+    /// latest upload of a part wins, as it does at completion).
     async fn list_parts(&self, key: &ObjectKey, upload_id: &str) -> Result<Vec<PartInfo>>;
 
-    /// Assembles the parts into the object.
+    /// Assembles the parts into the object. Never replaces an object already
+    /// stored at `key`: that is [`StorageError::AlreadyExists`], and the
+    /// upload is left for the caller to abort. Whether two completes racing
+    /// to one key are serialised depends on the store (see
+    /// `docs/uploads-integrity.md`); the service guards them itself.
     async fn complete_multipart(&self, key: &ObjectKey, upload_id: &str, parts: &[CompletedPart]) -> Result<()>;
 
     /// Abandons a multipart upload; its parts are gone afterwards.
@@ -357,5 +404,21 @@ mod tests {
         assert_eq!(ByteRange::Suffix(1000).resolve(100), Some((0, 99)));
         assert_eq!(ByteRange::Suffix(0).resolve(100), None);
         assert_eq!(ByteRange::Suffix(5).resolve(0), None);
+        assert_eq!(ByteRange::Bounded { start: 0, end: u64::MAX }.resolve(100), Some((0, 99)));
+        assert_eq!(ByteRange::Bounded { start: 5, end: u64::MAX }.to_header(), "bytes=5-");
+        assert_eq!(ByteRange::Bounded { start: 5, end: 9 }.to_header(), "bytes=5-9");
+    }
+
+    #[test]
+    fn upload_tags() {
+        let tag = "0123456789abcdef0123456789abcdef";
+        assert_eq!(split_upload_id(&format!("{tag}.store_id.x")), (Some(tag), "store_id.x"));
+        assert_eq!(upload_tag(&format!("{tag}.u")), tag);
+        // The filesystem backend's ids, and ids of another shape, are their own tag.
+        assert_eq!(split_upload_id(tag), (None, tag));
+        assert_eq!(split_upload_id(&format!("{tag}.")), (None, &*format!("{tag}.")));
+        assert_eq!(upload_tag("0123456789ABCDEF0123456789ABCDEF.u"), "0123456789ABCDEF0123456789ABCDEF.u");
+        assert_eq!(upload_tag("short.u"), "short.u");
+        assert_eq!(upload_tag("é"), "é");
     }
 }

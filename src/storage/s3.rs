@@ -4,6 +4,13 @@
 //! and resolves credentials through the standard chain (environment, profile,
 //! web identity, ECS task role, EC2 instance role) when no static keys are set.
 //! Custom endpoints use path-style addressing.
+//!
+//! Every call is bounded well below the service's REQUEST_TIMEOUT (see
+//! [`CALL_TIMEOUT`]), so a store that stops answering is a quick 502, not a
+//! request left hanging. Multipart upload ids are `<tag>.<S3 upload id>`: the
+//! tag is chosen here and stored as the object's user metadata
+//! (`x-amz-meta-mediaflow-upload-id`) at CreateMultipartUpload, since S3
+//! assigns its own id only afterwards ([`super::upload_tag`]).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,8 +29,37 @@ use tokio_util::io::ReaderStream;
 
 use super::{
     ByteRange, CompletedPart, GetObject, KeyPrefix, ListPage, ObjectKey, ObjectMeta, ObjectStore, PartInfo,
-    PresignContext, PresignOp, PresignedRequest, PutBody, PutOptions, Result, StorageError,
+    PresignContext, PresignOp, PresignedRequest, PutBody, PutOptions, Result, StorageError, UPLOAD_TAG_LEN,
+    split_upload_id,
 };
+
+/// The user metadata (`x-amz-meta-…`) naming the upload that completed an object.
+const UPLOAD_META: &str = "mediaflow-upload-id";
+
+/// A call to the store, retries included, gives up after this long: well
+/// below REQUEST_TIMEOUT (60 s by default), so that a frozen store answers
+/// 502 `storage_error` while the client still waits.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// One attempt of a call; a second attempt fits within [`CALL_TIMEOUT`].
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(6);
+/// CompleteMultipartUpload: S3 may take a while to assemble many parts, and
+/// the service runs completes detached from the request, so one long attempt.
+const COMPLETE_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Timeouts for one call: `attempt` each try, `total` with retries.
+fn timeouts(attempt: Duration, total: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(total)
+        .build()
+}
+
+/// A PUT's body must travel within the attempt: a second per MiB on top.
+fn put_timeouts(length: u64) -> aws_sdk_s3::config::Builder {
+    let attempt = ATTEMPT_TIMEOUT + Duration::from_secs(length / (1024 * 1024));
+    aws_sdk_s3::config::Builder::default().timeout_config(timeouts(attempt, attempt * 2 + Duration::from_secs(3)))
+}
 
 /// How to reach the bucket.
 #[derive(Clone, Default)]
@@ -73,12 +109,7 @@ fn client(base: &aws_config::SdkConfig, settings: &S3Settings, endpoint: Option<
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
         // A store that black-holes packets must not hang requests: fail, retry, answer 502.
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .operation_attempt_timeout(Duration::from_secs(30))
-                .build(),
-        );
+        .timeout_config(timeouts(ATTEMPT_TIMEOUT, CALL_TIMEOUT));
     if let Some(endpoint) = endpoint {
         builder = builder.endpoint_url(endpoint).force_path_style(true);
     }
@@ -173,6 +204,7 @@ impl S3Store {
         etag: Option<&str>,
         modified: Option<&aws_smithy_types::DateTime>,
         content_type: Option<&str>,
+        metadata: Option<&std::collections::HashMap<String, String>>,
     ) -> ObjectMeta {
         ObjectMeta {
             key: key.clone(),
@@ -180,8 +212,25 @@ impl S3Store {
             etag: etag.unwrap_or("\"\"").to_owned(),
             last_modified: to_system_time(modified),
             content_type: content_type.map(str::to_owned),
+            upload_tag: metadata.and_then(|m| m.get(UPLOAD_META)).cloned(),
         }
     }
+}
+
+/// One entry per part number, the latest upload of each: SeaweedFS 4.48 lists
+/// every upload of a re-sent part, while completion uses the last one.
+fn latest_parts(listed: Vec<(PartInfo, SystemTime)>) -> Vec<PartInfo> {
+    let mut latest: std::collections::BTreeMap<u32, (PartInfo, SystemTime)> = std::collections::BTreeMap::new();
+    for (part, modified) in listed {
+        match latest.get(&part.part_number) {
+            // Equal times: the later entry in the listing wins.
+            Some((_, seen)) if *seen > modified => {}
+            _ => {
+                latest.insert(part.part_number, (part, modified));
+            }
+        }
+    }
+    latest.into_values().map(|(p, _)| p).collect()
 }
 
 /// Parses `bytes start-end/size` from a Content-Range header.
@@ -224,14 +273,14 @@ impl ObjectStore for S3Store {
                 None => return Err(StorageError::RangeNotSatisfiable { size: total }),
             }
         }
-        let meta = Self::meta(key, size, out.e_tag(), out.last_modified(), out.content_type());
+        let meta = Self::meta(key, size, out.e_tag(), out.last_modified(), out.content_type(), out.metadata());
         let body = Box::pin(ReaderStream::with_capacity(out.body.into_async_read(), 64 * 1024));
         Ok(GetObject { meta, range: resolved, body })
     }
 
     async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta> {
         let out = self.client.head_object().bucket(&self.bucket).key(key.as_str()).send().await.map_err(map_err)?;
-        Ok(Self::meta(key, out.content_length(), out.e_tag(), out.last_modified(), out.content_type()))
+        Ok(Self::meta(key, out.content_length(), out.e_tag(), out.last_modified(), out.content_type(), out.metadata()))
     }
 
     async fn put(&self, key: &ObjectKey, body: PutBody, opts: PutOptions) -> Result<ObjectMeta> {
@@ -249,13 +298,14 @@ impl ObjectStore for S3Store {
         if opts.if_none_match {
             req = req.if_none_match("*");
         }
-        let out = req.send().await.map_err(map_err)?;
+        let out = req.customize().config_override(put_timeouts(length)).send().await.map_err(map_err)?;
         Ok(ObjectMeta {
             key: key.clone(),
             size: length,
             etag: out.e_tag().unwrap_or("\"\"").to_owned(),
             last_modified: SystemTime::now(),
             content_type: opts.content_type,
+            upload_tag: None,
         })
     }
 
@@ -280,7 +330,7 @@ impl ObjectStore for S3Store {
             .iter()
             .filter_map(|o| {
                 let key = ObjectKey::parse(o.key()?).ok()?;
-                Some(Self::meta(&key, o.size(), o.e_tag(), o.last_modified(), None))
+                Some(Self::meta(&key, o.size(), o.e_tag(), o.last_modified(), None, None))
             })
             .collect();
         let next =
@@ -289,18 +339,21 @@ impl ObjectStore for S3Store {
     }
 
     async fn create_multipart(&self, key: &ObjectKey, content_type: &str) -> Result<String> {
+        let tag = hex::encode(rand::random::<[u8; UPLOAD_TAG_LEN / 2]>());
         let out = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key.as_str())
             .content_type(content_type)
+            .metadata(UPLOAD_META, &tag)
             .send()
             .await
             .map_err(map_err)?;
-        out.upload_id()
-            .map(str::to_owned)
-            .ok_or_else(|| StorageError::Backend("s3: CreateMultipartUpload returned no upload id".into()))
+        let id = out
+            .upload_id()
+            .ok_or_else(|| StorageError::Backend("s3: CreateMultipartUpload returned no upload id".into()))?;
+        Ok(format!("{tag}.{id}"))
     }
 
     async fn upload_part(&self, key: &ObjectKey, upload_id: &str, part_number: u32, body: PutBody) -> Result<String> {
@@ -310,10 +363,12 @@ impl ObjectStore for S3Store {
             .upload_part()
             .bucket(&self.bucket)
             .key(key.as_str())
-            .upload_id(upload_id)
+            .upload_id(split_upload_id(upload_id).1)
             .part_number(part_number as i32)
             .content_length(length as i64)
             .body(sdk_body(body))
+            .customize()
+            .config_override(put_timeouts(length))
             .send()
             .await
             .map_err(map_err)?;
@@ -329,23 +384,25 @@ impl ObjectStore for S3Store {
                 .list_parts()
                 .bucket(&self.bucket)
                 .key(key.as_str())
-                .upload_id(upload_id)
+                .upload_id(split_upload_id(upload_id).1)
                 .set_part_number_marker(marker.take())
                 .send()
                 .await
                 .map_err(map_err)?;
-            parts.extend(out.parts().iter().map(|p| PartInfo {
-                part_number: p.part_number().unwrap_or(0).max(0) as u32,
-                etag: p.e_tag().unwrap_or("").to_owned(),
-                size: p.size().unwrap_or(0).max(0) as u64,
+            parts.extend(out.parts().iter().map(|p| {
+                let info = PartInfo {
+                    part_number: p.part_number().unwrap_or(0).max(0) as u32,
+                    etag: p.e_tag().unwrap_or("").to_owned(),
+                    size: p.size().unwrap_or(0).max(0) as u64,
+                };
+                (info, to_system_time(p.last_modified()))
             }));
             match (out.is_truncated(), out.next_part_number_marker()) {
                 (Some(true), Some(next)) if !next.is_empty() => marker = Some(next.to_owned()),
                 _ => break,
             }
         }
-        parts.sort_by_key(|p| p.part_number);
-        Ok(parts)
+        Ok(latest_parts(parts))
     }
 
     async fn complete_multipart(&self, key: &ObjectKey, upload_id: &str, parts: &[CompletedPart]) -> Result<()> {
@@ -357,8 +414,16 @@ impl ObjectStore for S3Store {
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(key.as_str())
-            .upload_id(upload_id)
+            .upload_id(split_upload_id(upload_id).1)
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            // Never overwrite: AWS S3 refuses with 412 (or 409 while another
+            // write is in flight), SeaweedFS 4.48 at least when the object
+            // already exists; both map to AlreadyExists.
+            .if_none_match("*")
+            .customize()
+            .config_override(
+                aws_sdk_s3::config::Builder::default().timeout_config(timeouts(COMPLETE_TIMEOUT, COMPLETE_TIMEOUT)),
+            )
             .send()
             .await
             .map_err(map_err)?;
@@ -370,7 +435,7 @@ impl ObjectStore for S3Store {
             .abort_multipart_upload()
             .bucket(&self.bucket)
             .key(key.as_str())
-            .upload_id(upload_id)
+            .upload_id(split_upload_id(upload_id).1)
             .send()
             .await
             .map_err(map_err)?;
@@ -398,7 +463,7 @@ impl ObjectStore for S3Store {
                 .upload_part()
                 .bucket(&self.bucket)
                 .key(key.as_str())
-                .upload_id(upload_id)
+                .upload_id(split_upload_id(upload_id).1)
                 .part_number(*part_number as i32)
                 .content_length(*content_length as i64)
                 .presigned(config)
@@ -433,6 +498,17 @@ mod tests {
         assert_eq!(parse_content_range("bytes 0-9/100"), Some((0, 9, 100)));
         assert_eq!(parse_content_range("bytes */100"), None);
         assert_eq!(parse_content_range("items 0-9/100"), None);
+    }
+
+    #[test]
+    fn a_part_listed_twice_counts_once_the_latest() {
+        let part = |n, etag: &str| PartInfo { part_number: n, etag: etag.into(), size: 1 };
+        let t = |s| UNIX_EPOCH + Duration::from_secs(s);
+        let listed =
+            vec![(part(2, "b"), t(5)), (part(1, "old"), t(10)), (part(1, "new"), t(20)), (part(1, "older"), t(1))];
+        assert_eq!(latest_parts(listed), [part(1, "new"), part(2, "b")]);
+        let same_time = vec![(part(1, "first"), t(7)), (part(1, "second"), t(7))];
+        assert_eq!(latest_parts(same_time), [part(1, "second")]);
     }
 
     #[test]

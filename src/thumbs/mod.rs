@@ -15,6 +15,7 @@
 mod budget;
 mod limiter;
 mod request;
+pub mod signature;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,12 +30,12 @@ use md5::{Digest, Md5};
 pub use budget::{OverBudget, RenderBudget, Reservation};
 pub use limiter::{Limiter, Overloaded};
 pub use request::{FormatChoice, VariantRequest, resolve_variant};
+pub use signature::{SignatureError, UrlSignature};
 
-use crate::assets::AssetRef;
+use crate::assets::AssetKey;
 use crate::config::Config;
 use crate::image::{self, Cancel, ImageError, Limits, OutputFormat, ThumbSpec};
 use crate::shutdown::Lifecycle;
-use crate::storage::keys::VariantKey;
 use crate::storage::{ByteRange, DynStore, ObjectKey, PutOptions, StorageError};
 
 /// Largest stored variant read back into memory.
@@ -174,6 +175,8 @@ pub struct Thumbs {
     budget: RenderBudget,
     timeout: Duration,
     renders: AtomicU64,
+    /// THUMB_SIGNING_KEY: URLs outside the listed sizes must be signed.
+    signature: Option<UrlSignature>,
 }
 
 impl std::fmt::Debug for Thumbs {
@@ -212,7 +215,27 @@ impl Thumbs {
             budget: RenderBudget::new(t.max_render_memory),
             timeout: t.timeout,
             renders: AtomicU64::new(0),
+            signature: config.thumb_signing_key.as_ref().map(|k| UrlSignature::new(k.expose())),
         }
+    }
+
+    /// Checks a thumbnail URL's signature where one is needed: with
+    /// THUMB_SIGNING_KEY set, a width (or box) outside the profile's `sizes`,
+    /// or an explicit `quality`, makes a variant nobody listed, so only URLs
+    /// the application signed may ask for it. The listed sizes stay public.
+    pub fn check_signature(
+        &self,
+        req: &VariantRequest,
+        profile: &crate::config::Profile,
+        quality_given: bool,
+        path: &str,
+        query: Option<&str>,
+    ) -> Result<(), SignatureError> {
+        let Some(signature) = &self.signature else { return Ok(()) };
+        if profile.sizes.contains(&req.width) && !quality_given {
+            return Ok(());
+        }
+        signature.verify(path, query)
     }
 
     /// Renders started since start-up (every one decodes an original).
@@ -231,7 +254,15 @@ impl Thumbs {
     }
 
     /// The variant for `req`: from memory, the store, or made now.
-    pub async fn get(self: &Arc<Self>, asset: &AssetRef, req: &VariantRequest) -> Result<Variant, ThumbError> {
+    pub async fn get(self: &Arc<Self>, asset: &AssetKey, req: &VariantRequest) -> Result<Variant, ThumbError> {
+        if asset.profile().kind() == crate::config::MediaKind::Video {
+            // 404 for a missing original, as for any asset; 415 for a video.
+            asset.find_original(&*self.store).await?;
+            return Err(ThumbError::Unsupported(format!(
+                "profile '{}' holds videos; poster frames are not made by this version",
+                asset.profile().name
+            )));
+        }
         let key = asset.variant_key(&req.key).map_err(|e| ThumbError::Internal(e.to_string()))?;
         if let Some(cache) = &self.cache {
             if let Some(hit) = cache.get(key.as_str()).await {
@@ -262,7 +293,7 @@ impl Thumbs {
     }
 
     /// Joins the render of `key` in flight, or starts it.
-    fn flight(self: &Arc<Self>, key: ObjectKey, asset: AssetRef, spec: ThumbSpec) -> Flight {
+    fn flight(self: &Arc<Self>, key: ObjectKey, asset: AssetKey, spec: ThumbSpec) -> Flight {
         let mut flights = self.flights.lock().expect("flights lock");
         if let Some(existing) = flights.get(key.as_str()) {
             return existing.clone();
@@ -274,7 +305,7 @@ impl Thumbs {
             let result = this.render(&key, &asset, spec).await;
             if let Ok(variant) = &result {
                 this.remember(&key, variant).await;
-                this.store_later(key.clone(), variant.clone(), spec.format);
+                this.store_later(key.clone(), variant.clone(), spec.format, asset.clone());
             }
             // After the cache insert, so a request arriving now finds the variant.
             this.flights.lock().expect("flights lock").remove(key.as_str());
@@ -289,21 +320,39 @@ impl Thumbs {
     }
 
     /// Writes a variant to the store in the background; shutdown waits for it.
-    fn store_later(&self, key: ObjectKey, variant: Variant, format: OutputFormat) {
-        let store = self.store.clone();
+    ///
+    /// A DELETE of the original may land while the variant is being made or
+    /// written; it deletes the original first and lists the variants after.
+    /// So after writing, the original is looked up again: if it is gone, the
+    /// delete may have listed before this write, and the variant is removed
+    /// here (SPEC §3: a variant never outlives its original).
+    fn store_later(self: &Arc<Self>, key: ObjectKey, variant: Variant, format: OutputFormat, asset: AssetKey) {
+        let this = Arc::clone(self);
         self.lifecycle.spawn(async move {
             let opts = PutOptions { content_type: Some(format.mime().to_owned()), if_none_match: false };
-            if let Err(e) = store.put(&key, variant.bytes.into(), opts).await {
+            if let Err(e) = this.store.put(&key, variant.bytes.into(), opts).await {
                 tracing::warn!(key = %key, error = %e, "could not store a variant; it will be made again");
+                return;
+            }
+            let original = match asset.locate_original(&*this.store).await {
+                Ok(original) => this.store.head(&original).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(StorageError::NotFound) = original {
+                tracing::info!(key = %key, "the original was deleted while its variant was made; removing the variant");
+                if let Err(e) = this.store.delete(&key).await {
+                    tracing::warn!(key = %key, error = %e, "could not remove the variant of a deleted original");
+                }
+                this.forget(&asset);
             }
         });
     }
 
     /// Fetches the original and makes the variant, within the limiter.
-    async fn render(&self, key: &ObjectKey, asset: &AssetRef, spec: ThumbSpec) -> Result<Variant, ThumbError> {
+    async fn render(&self, key: &ObjectKey, asset: &AssetKey, spec: ThumbSpec) -> Result<Variant, ThumbError> {
         let _slot = self.limiter.enter().await.map_err(|Overloaded| rejected("overloaded", ThumbError::Overloaded))?;
         let original_key = asset.locate_original(&*self.store).await?;
-        let source = self.fetch_original(&original_key, asset.profile.size_max_bytes.max(PROBE_BYTES)).await?;
+        let source = self.fetch_original(&original_key, asset.profile().size_max_bytes.max(PROBE_BYTES)).await?;
         tracing::debug!(key = %key, source = original_key.as_str(), "making variant");
         self.transform(source, spec).await
     }
@@ -383,15 +432,10 @@ impl Thumbs {
     }
 
     /// Drops every cached variant of `asset` (after a delete or a replacement).
-    pub fn forget(&self, asset: &AssetRef) {
+    pub fn forget(&self, asset: &AssetKey) {
         let Some(cache) = &self.cache else { return };
-        let Ok(prefix) = VariantKey::prefix(&asset.profile.thumb_folder, &asset.key_base) else { return };
-        let prefix = prefix.as_str().to_owned();
-        let folder_len = prefix.rfind('/').map_or(0, |i| i + 1);
-        let key_base = asset.key_base.clone();
-        let _ = cache.invalidate_entries_if(move |k, _| {
-            k.starts_with(&prefix) && VariantKey::parse_name(&k[folder_len..], &key_base).is_some()
-        });
+        let asset = asset.clone();
+        let _ = cache.invalidate_entries_if(move |k, _| asset.owns_variant(k));
     }
 
     /// Bytes and entries in the memory cache.
@@ -403,10 +447,10 @@ impl Thumbs {
     /// parallel (within the limiter), without storing anything.
     pub async fn render_all(
         self: &Arc<Self>,
-        asset: &AssetRef,
+        asset: &AssetKey,
         source: Bytes,
     ) -> Result<Vec<(u32, ObjectKey, Variant)>, ThumbError> {
-        let profile = &asset.profile;
+        let profile = asset.profile();
         let jobs = profile.sizes.iter().map(|&width| {
             let this = Arc::clone(self);
             let source = source.clone();

@@ -1,36 +1,52 @@
 //! Direct uploads: presigning against a profile's policy, multipart batches,
-//! resume, completion with verification, abort.
+//! resume, completion with verification ([`complete`]), abort.
 //!
 //! The store enforces the policy: single PUT URLs bind Content-Type,
 //! Content-Length and `If-None-Match: *`; multipart part URLs bind each part's
 //! exact length, so the total is bound too. After a multipart completion the
-//! object is verified (size, and magic bytes from a ranged read) and deleted
-//! if it fails.
+//! object is verified (size, magic bytes and, for images, the header, from a
+//! ranged read) and deleted if it fails. Completes racing to one key are
+//! serialised by [`claim`]s.
 
-pub mod sniff;
+pub mod claim;
+pub mod complete;
 pub mod token;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
+use crate::assets::{AssetError, AssetKey};
 use crate::config::profiles::MAX_SINGLE_PUT;
 use crate::config::{Profile, Profiles};
-use crate::state::AppState;
-use crate::storage::keys::{Extension, KeyBase, KeyError, Shard};
-use crate::storage::{
-    ByteRange, CompletedPart, ObjectKey, PartInfo, PresignContext, PresignOp, PresignedRequest, StorageError,
-};
+use crate::shutdown::Lifecycle;
+use crate::storage::keys::{Extension, KeyError};
+use crate::storage::{DynStore, ObjectKey, PartInfo, PresignContext, PresignOp, PresignedRequest, StorageError};
 pub use token::{TokenError, TokenSigner, UploadClaims};
 
 /// What went wrong in an upload call. Mapped to HTTP in `http::error`.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
-    /// Malformed or incomplete request.
-    #[error("{0}")]
-    BadRequest(String),
+    /// A required field is missing (or, for sizes, not positive).
+    #[error("missing required field '{0}'")]
+    MissingField(&'static str),
+    /// No profile of that name.
+    #[error("unknown profile '{name}' (profiles: {known})")]
+    UnknownProfile {
+        /// As asked for.
+        name: String,
+        /// The profiles that exist, comma-separated.
+        known: String,
+    },
+    /// The declared kind is not the profile's.
+    #[error("kind '{kind}' does not match profile '{profile}' (kind '{expected}')")]
+    KindMismatch {
+        /// As declared.
+        kind: String,
+        /// The profile.
+        profile: String,
+        /// The profile's kind.
+        expected: &'static str,
+    },
     /// MIME type not allowed by the profile.
     #[error("mime type '{mime}' is not allowed for profile '{profile}' (allowed: {allowed})")]
     MimeNotAllowed {
@@ -41,7 +57,7 @@ pub enum UploadError {
         /// The allowed types, comma-separated.
         allowed: String,
     },
-    /// Declared size over the profile's limit (or S3's single-PUT limit).
+    /// Declared size over the profile's limit.
     #[error("size {size} exceeds the limit of {max} bytes")]
     TooLarge {
         /// Declared size.
@@ -49,15 +65,42 @@ pub enum UploadError {
         /// The limit.
         max: u64,
     },
-    /// The token does not belong to this upload.
-    #[error("{0}")]
-    Unauthorized(String),
+    /// `multipart: off` for more than S3's largest single PUT.
+    #[error("multipart 'off' cannot upload {0} bytes: a single PUT is limited to 5 GiB")]
+    SinglePutTooLarge(u64),
+    /// With `{ext}` in the template, the extension must be the type's.
+    #[error("ext '{ext}' does not match {mime} (expected one of: {expected})")]
+    ExtensionMismatch {
+        /// As sent.
+        ext: String,
+        /// The type.
+        mime: String,
+        /// The type's extensions.
+        expected: String,
+    },
+    /// The token names another upload.
+    #[error("the upload token belongs to another upload")]
+    TokenForAnotherUpload,
+    /// The token's profile is no longer configured.
+    #[error("profile '{0}' no longer exists")]
+    ProfileGone(String),
+    /// With the API key alone, no profile stores objects under the key.
+    #[error("no profile stores objects at '{0}'")]
+    NoProfileForKey(String),
     /// Unknown, completed or aborted upload.
     #[error("unknown, completed or aborted upload id")]
     InvalidUploadId,
     /// Part range outside the upload.
-    #[error("{0}")]
-    InvalidPartRange(String),
+    #[error("start_part {start} is outside 1..={total}")]
+    InvalidPartRange {
+        /// Asked for.
+        start: i64,
+        /// Parts in the upload.
+        total: u32,
+    },
+    /// A part count below 1.
+    #[error("count must be at least 1, got {0}")]
+    BadCount(i64),
     /// Too many part URLs asked for at once.
     #[error("count {count} exceeds max_batch_size {max}")]
     BatchSizeExceeded {
@@ -66,15 +109,25 @@ pub enum UploadError {
         /// The profile's limit.
         max: u32,
     },
-    /// An object is already stored at the key.
-    #[error("an object already exists at '{0}'; delete it first")]
+    /// A complete with no parts.
+    #[error("'parts' must list at least one part")]
+    NoParts,
+    /// The store refused the part list.
+    #[error("invalid parts: {0}")]
+    InvalidParts(String),
+    /// Another upload's object holds the key (nothing is overwritten); this
+    /// upload's parts are discarded.
+    #[error("another upload's object is stored at '{0}'; this upload was discarded")]
     Conflict(String),
     /// The completed object failed verification and was deleted.
     #[error("{0}")]
-    VerificationFailed(String),
+    VerificationFailed(complete::Rejection),
     /// A key rule was broken.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// The asset's keys cannot be made.
+    #[error(transparent)]
+    Asset(#[from] AssetError),
     /// The store failed.
     #[error(transparent)]
     Storage(StorageError),
@@ -92,9 +145,8 @@ impl From<StorageError> for UploadError {
 
 type Result<T> = std::result::Result<T, UploadError>;
 
-/// `multipart` in a presign request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
+/// Whether an upload is multipart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MultipartMode {
     /// Multipart above the profile's threshold.
     #[default]
@@ -105,66 +157,44 @@ pub enum MultipartMode {
     Off,
 }
 
-/// `POST /v1/uploads/presign` body (the seed's shape). Required fields are
-/// options so their absence gets a clear `bad_request`, not a parser message.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
-pub struct PresignRequest {
+/// A presign request as the client sent it. Required fields are options so
+/// their absence gets a clear `BadRequest` in the order SPEC §3 gives.
+#[derive(Debug, Clone, Default)]
+pub struct PresignInput {
     /// The client's id.
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,200}$", example = "user42")]
     pub key_base: Option<String>,
     /// Extension (derived from `mime` when absent).
-    #[schema(pattern = "^[A-Za-z0-9]{1,16}$", example = "jpg")]
     pub ext: Option<String>,
     /// MIME type of the upload.
-    #[schema(example = "image/jpeg")]
     pub mime: Option<String>,
     /// Exact size in bytes.
-    #[schema(minimum = 1, example = 48213)]
     pub size_bytes: Option<i64>,
     /// `image` or `video`; must match the profile when given.
-    #[schema(example = "image")]
     pub kind: Option<String>,
     /// Profile name (default `default`).
-    #[schema(example = "photo")]
     pub profile: Option<String>,
-    /// `auto` (default), `force` or `off`.
-    pub multipart: Option<MultipartMode>,
+    /// Single or multipart.
+    pub multipart: MultipartMode,
     /// A custom shard (profiles with sharding only).
-    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub shard: Option<String>,
 }
 
-/// A URL to call with its method, headers and expiry.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
-pub struct SignedAction {
-    /// HTTP method.
-    pub method: String,
-    /// The URL.
-    pub url: String,
-    /// Headers to send exactly.
-    pub headers: BTreeMap<String, String>,
-    /// RFC 3339 expiry.
-    pub expires_at: String,
-}
-
-/// One part's URL.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
-pub struct PartUrl {
-    /// 1-based part number.
-    pub part_number: u32,
-    /// HTTP method.
-    pub method: String,
-    /// The URL.
-    pub url: String,
-    /// Headers to send exactly (`Content-Length`).
-    pub headers: BTreeMap<String, String>,
-    /// RFC 3339 expiry.
-    pub expires_at: String,
+/// A request for more part URLs.
+#[derive(Debug, Clone, Default)]
+pub struct PartsInput {
+    /// Object key (checked against the token when given).
+    pub object_key: Option<String>,
+    /// Upload id.
+    pub upload_id: Option<String>,
+    /// First part wanted (default 1).
+    pub start_part: Option<i64>,
+    /// How many (default the profile's initial_batch_size).
+    pub count: Option<i64>,
 }
 
 /// Where a batch of part URLs stands.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
-pub struct BatchInfo {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch {
     /// Parts in this batch.
     pub parts_in_batch: u32,
     /// The part to ask for next.
@@ -173,96 +203,48 @@ pub struct BatchInfo {
     pub has_more_parts: bool,
 }
 
-/// The multipart half of a presign answer.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct MultipartUpload {
-    /// The store's upload id.
+/// Part URLs: each part's number and its presigned PUT.
+#[derive(Debug, Clone)]
+pub struct PartBatch {
+    /// The parts, in order.
+    pub parts: Vec<(u32, PresignedRequest)>,
+    /// Where the batch stands.
+    pub batch: Batch,
+}
+
+/// A multipart upload, started.
+#[derive(Debug, Clone)]
+pub struct MultipartPlan {
+    /// The upload id.
     pub upload_id: String,
     /// The signed token later calls present.
-    pub upload_token: String,
+    pub token: String,
     /// Bytes per part (the last part carries the remainder).
     pub part_size: u64,
     /// Number of parts.
     pub total_parts: u32,
     /// The first batch of part URLs.
-    pub parts: Vec<PartUrl>,
-    /// Where the batch stands.
-    pub batch_info: BatchInfo,
-    /// How to complete.
-    pub complete: SignedAction,
-    /// How to abort.
-    pub abort: SignedAction,
+    pub first: PartBatch,
+    /// When the token (and the complete and abort URLs) expire.
+    pub expires_at: SystemTime,
 }
 
-/// `upload` in a presign answer: one of the two.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum UploadPlan {
+/// How the client uploads.
+#[derive(Debug, Clone)]
+pub enum Plan {
     /// One PUT.
-    Single(SignedAction),
-    /// Parts.
-    Multipart(MultipartUpload),
+    Single(PresignedRequest),
+    /// Parts, then a complete.
+    Multipart(MultipartPlan),
 }
 
-/// The presign answer.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct PresignResponse {
+/// A presign's answer.
+#[derive(Debug, Clone)]
+pub struct Presigned {
     /// Where the object will be stored.
-    pub object_key: String,
+    pub object_key: ObjectKey,
     /// How to upload it.
-    pub upload: UploadPlan,
-}
-
-/// `POST /v1/uploads/presign/parts` body.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
-pub struct PartsRequest {
-    /// Object key (checked against the token when given).
-    pub object_key: Option<String>,
-    /// Upload id.
-    pub upload_id: Option<String>,
-    /// The token from the presign answer.
-    pub upload_token: Option<String>,
-    /// First part wanted (default 1).
-    pub start_part: Option<i64>,
-    /// How many (default the profile's initial_batch_size).
-    pub count: Option<i64>,
-}
-
-/// A batch of part URLs.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct PartsResponse {
-    /// The part URLs.
-    pub parts: Vec<PartUrl>,
-    /// Where the batch stands.
-    pub batch_info: BatchInfo,
-}
-
-/// A stored part, as the resume call lists it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
-pub struct StoredPart {
-    /// 1-based part number.
-    pub part_number: u32,
-    /// The part's ETag.
-    pub etag: String,
-    /// Its size.
-    pub size: u64,
-}
-
-/// A part named in a completion request.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
-pub struct CompleteRequestPart {
-    /// 1-based part number.
-    pub part_number: u32,
-    /// The ETag the store returned.
-    pub etag: String,
-}
-
-/// `POST …/complete/{upload_id}` body.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
-pub struct CompleteRequest {
-    /// The parts, in order.
-    #[serde(default)]
-    pub parts: Vec<CompleteRequestPart>,
+    pub plan: Plan,
 }
 
 /// How a call on an existing upload was authorised.
@@ -274,13 +256,6 @@ pub enum UploadAuth {
     Token(UploadClaims),
 }
 
-/// The service's own base URL and the time, for building URLs.
-#[derive(Debug, Clone)]
-pub struct UrlContext {
-    /// `https://media.example.com`.
-    pub base_url: String,
-}
-
 /// RFC 3339 at second precision (`2024-01-01T12:00:00Z`).
 pub fn rfc3339(t: SystemTime) -> String {
     let secs = crate::storage::signing::unix(t) as i64;
@@ -288,41 +263,6 @@ pub fn rfc3339(t: SystemTime) -> String {
         .ok()
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_default()
-}
-
-/// The usual extension of a MIME type, for keys with `{ext}`.
-pub fn extension_for_mime(mime: &str) -> Option<&'static str> {
-    Some(match mime {
-        "image/jpeg" | "image/jpg" | "image/pjpeg" => "jpg",
-        "image/png" => "png",
-        "image/webp" => "webp",
-        "image/gif" => "gif",
-        "image/avif" => "avif",
-        "image/heic" => "heic",
-        "image/heif" => "heif",
-        "image/bmp" => "bmp",
-        "image/tiff" => "tiff",
-        "video/mp4" => "mp4",
-        "video/quicktime" => "mov",
-        "video/webm" => "webm",
-        "video/x-matroska" => "mkv",
-        "application/pdf" => "pdf",
-        _ => return None,
-    })
-}
-
-fn signed_action(req: PresignedRequest) -> SignedAction {
-    SignedAction {
-        method: req.method,
-        url: req.url,
-        headers: req.headers.into_iter().collect(),
-        expires_at: rfc3339(req.expires_at),
-    }
-}
-
-fn part_url(part_number: u32, req: PresignedRequest) -> PartUrl {
-    let a = signed_action(req);
-    PartUrl { part_number, method: a.method, url: a.url, headers: a.headers, expires_at: a.expires_at }
 }
 
 /// A validated presign request.
@@ -337,85 +277,112 @@ struct Checked {
 
 /// Applies the checks of SPEC §3 in their order (the API key was checked by
 /// the router, the JSON shape by the extractor).
-fn check(profiles: &Profiles, req: &PresignRequest) -> Result<Checked> {
-    let missing = |f: &str| UploadError::BadRequest(format!("missing required field '{f}'"));
+fn check(profiles: &Profiles, req: &PresignInput) -> Result<Checked> {
+    let missing = |f: &'static str| UploadError::MissingField(f);
     let key_base = req.key_base.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| missing("key_base"))?;
     let mime = req.mime.as_deref().map(str::trim).filter(|s| !s.is_empty()).ok_or_else(|| missing("mime"))?;
     let size = match req.size_bytes {
         Some(s) if s > 0 => s as u64,
-        _ => return Err(UploadError::BadRequest("missing required field 'size_bytes' (a positive integer)".into())),
+        _ => return Err(missing("size_bytes")),
     };
     let profile_name = req.profile.as_deref().filter(|p| !p.is_empty()).unwrap_or("default");
     let profile = profiles
         .get(profile_name)
-        .ok_or_else(|| UploadError::BadRequest(format!("unknown profile '{profile_name}'")))?
+        .ok_or_else(|| UploadError::UnknownProfile { name: profile_name.to_owned(), known: profiles.names() })?
         .clone();
     if let Some(kind) = req.kind.as_deref().filter(|k| !k.is_empty())
-        && kind != profile.kind.as_str()
+        && kind != profile.kind().as_str()
     {
-        return Err(UploadError::BadRequest(format!(
-            "kind '{kind}' does not match profile '{}' (kind '{}')",
-            profile.name,
-            profile.kind.as_str()
-        )));
-    }
-    let mime = mime.to_ascii_lowercase();
-    if !profile.allows_mime(&mime) {
-        return Err(UploadError::MimeNotAllowed {
-            mime,
+        return Err(UploadError::KindMismatch {
+            kind: kind.to_owned(),
             profile: profile.name.clone(),
-            allowed: profile.allowed_mimes.join(", "),
+            expected: profile.kind().as_str(),
         });
     }
+    // Declared aliases (`image/jpg`) resolve to their canonical type, which is
+    // what the URL binds: the store then sees one spelling per type.
+    let media = crate::media_type::resolve(mime).filter(|_| profile.allows_mime(mime)).ok_or_else(|| {
+        UploadError::MimeNotAllowed {
+            mime: mime.to_ascii_lowercase(),
+            profile: profile.name.clone(),
+            allowed: profile.allowed_mimes.join(", "),
+        }
+    })?;
+    let mime = media.mime.to_owned();
     if size > profile.size_max_bytes {
         return Err(UploadError::TooLarge { size, max: profile.size_max_bytes });
     }
-    let mode = req.multipart.unwrap_or_default();
+    let mode = req.multipart;
     if mode == MultipartMode::Off && size > MAX_SINGLE_PUT {
-        return Err(UploadError::BadRequest(format!(
-            "multipart 'off' cannot upload {size} bytes: a single PUT is limited to 5 GiB"
-        )));
+        return Err(UploadError::SinglePutTooLarge(size));
     }
     let multipart = match mode {
         MultipartMode::Force => true,
         MultipartMode::Off => false,
         MultipartMode::Auto => size > profile.multipart_threshold || size > MAX_SINGLE_PUT,
     };
-    let key_base = KeyBase::parse(key_base)?;
-    let shard = match req.shard.as_deref().filter(|s| !s.is_empty()) {
-        Some(s) if profile.enable_sharding => Some(Shard::parse(s)?),
-        _ => None,
-    };
     let ext = match req.ext.as_deref().filter(|e| !e.is_empty()) {
-        Some(e) => Some(Extension::parse(e)?),
-        None => extension_for_mime(&mime).map(|e| Extension::parse(e).expect("table extensions are valid")),
+        Some(e) => Extension::parse(e)?,
+        None => Extension::parse(media.extension()).expect("table extensions are valid"),
     };
-    if profile.storage_path.uses_ext() && ext.is_none() {
-        return Err(UploadError::BadRequest(format!("no extension known for '{mime}': send 'ext'")));
+    // The extension becomes part of the key and of every URL of the asset:
+    // `kb.html` must not hold a JPEG.
+    if profile.storage_path.uses_ext() && !media.has_extension(ext.as_str()) {
+        return Err(UploadError::ExtensionMismatch {
+            ext: ext.as_str().to_owned(),
+            mime,
+            expected: media.extensions.join(", "),
+        });
     }
-    let key = profile.storage_path.original(&key_base, ext.as_ref(), shard.as_ref())?;
+    let asset = AssetKey::for_upload(profile.clone(), key_base, ext, req.shard.as_deref())?;
+    let key = asset.original_key()?;
     Ok(Checked { profile, key, mime, size, multipart })
 }
 
-impl AppState {
-    fn token_signer(&self) -> TokenSigner {
-        TokenSigner::new(self.config.signing_secret.expose().as_bytes())
+/// The upload service: presigns against the profiles, hands out part URLs,
+/// lists, aborts and completes uploads ([`complete`]).
+#[derive(Debug)]
+pub struct Uploads {
+    store: DynStore,
+    profiles: Arc<Profiles>,
+    tokens: TokenSigner,
+    completions: complete::Completions,
+    lifecycle: Lifecycle,
+    /// MAX_SOURCE_PIXELS: an image over it fails verification.
+    max_pixels: u64,
+}
+
+impl Uploads {
+    /// The service over `store`: tokens signed with `signing_secret`,
+    /// completes tracked by `lifecycle` (shutdown waits for them).
+    pub fn new(
+        store: DynStore,
+        profiles: Arc<Profiles>,
+        signing_secret: &[u8],
+        lifecycle: Lifecycle,
+        max_pixels: u64,
+    ) -> Self {
+        let completions = complete::Completions::new(store.clone());
+        Self { store, profiles, tokens: TokenSigner::new(signing_secret), completions, lifecycle, max_pixels }
     }
 
-    /// `POST /v1/uploads/presign`.
-    pub async fn presign(&self, req: &PresignRequest, urls: &UrlContext) -> Result<PresignResponse> {
+    /// Checks an upload token (signature and expiry).
+    pub fn verify_token(&self, token: &str) -> std::result::Result<UploadClaims, TokenError> {
+        self.tokens.verify(token, SystemTime::now())
+    }
+
+    /// `POST /v1/uploads/presign`. `base_url` is the service's own public URL
+    /// (the filesystem backend's upload URLs point at it).
+    pub async fn presign(&self, req: &PresignInput, base_url: &str) -> Result<Presigned> {
         let c = check(&self.profiles, req)?;
-        let ctx = PresignContext { base_url: urls.base_url.clone(), expires_in: c.profile.token_ttl };
+        let ctx = PresignContext { base_url: base_url.to_owned(), expires_in: c.profile.token_ttl };
         let mode = if c.multipart { "multipart" } else { "single" };
         metrics::counter!("mediaflow_uploads_presigned_total", "profile" => c.profile.name.clone(), "mode" => mode)
             .increment(1);
         if !c.multipart {
             let op = PresignOp::Put { content_type: c.mime.clone(), content_length: c.size, if_none_match: true };
             let signed = self.store.presign(&c.key, &op, &ctx).await?;
-            return Ok(PresignResponse {
-                object_key: c.key.to_string(),
-                upload: UploadPlan::Single(signed_action(signed)),
-            });
+            return Ok(Presigned { object_key: c.key, plan: Plan::Single(signed) });
         }
         let upload_id = self.store.create_multipart(&c.key, &c.mime).await?;
         let expires_at = SystemTime::now() + c.profile.token_ttl;
@@ -428,33 +395,18 @@ impl AppState {
             part_size: c.profile.part_size,
             expires: crate::storage::signing::unix(expires_at),
         };
-        let token = self.token_signer().issue(&claims);
+        let token = self.tokens.issue(&claims);
         let count = c.profile.initial_batch_size.min(claims.total_parts());
-        let (parts, batch_info) = self.part_batch(&c.key, &claims, 1, count, &ctx).await?;
-        let action = |method: &str, action: &str, headers: BTreeMap<String, String>| SignedAction {
-            method: method.to_owned(),
-            url: format!(
-                "{}/v1/uploads/{}/{action}/{}?token={}",
-                urls.base_url,
-                crate::storage::signing::encode_component(c.key.as_str()),
-                crate::storage::signing::encode_component(&upload_id),
-                token
-            ),
-            headers,
-            expires_at: rfc3339(expires_at),
-        };
-        let json = BTreeMap::from([("Content-Type".to_owned(), "application/json".to_owned())]);
-        Ok(PresignResponse {
-            object_key: c.key.to_string(),
-            upload: UploadPlan::Multipart(MultipartUpload {
-                upload_id: upload_id.clone(),
-                upload_token: token.clone(),
+        let first = self.part_batch(&c.key, &claims, 1, count, &ctx).await?;
+        Ok(Presigned {
+            object_key: c.key,
+            plan: Plan::Multipart(MultipartPlan {
+                upload_id,
+                token,
                 part_size: claims.part_size,
                 total_parts: claims.total_parts(),
-                parts,
-                batch_info,
-                complete: action("POST", "complete", json),
-                abort: action("DELETE", "abort", BTreeMap::new()),
+                first,
+                expires_at,
             }),
         })
     }
@@ -466,7 +418,7 @@ impl AppState {
         start: u32,
         count: u32,
         ctx: &PresignContext,
-    ) -> Result<(Vec<PartUrl>, BatchInfo)> {
+    ) -> Result<PartBatch> {
         let total = claims.total_parts();
         let end = start.saturating_add(count).min(total + 1);
         let mut parts = Vec::with_capacity((end - start) as usize);
@@ -476,36 +428,28 @@ impl AppState {
                 part_number: n,
                 content_length: claims.part_length(n),
             };
-            parts.push(part_url(n, self.store.presign(key, &op, ctx).await?));
+            parts.push((n, self.store.presign(key, &op, ctx).await?));
         }
-        let info = BatchInfo { parts_in_batch: end - start, next_part_number: end, has_more_parts: end <= total };
-        Ok((parts, info))
+        let batch = Batch { parts_in_batch: end - start, next_part_number: end, has_more_parts: end <= total };
+        Ok(PartBatch { parts, batch })
     }
 
     /// `POST /v1/uploads/presign/parts`: the next batch of part URLs.
-    pub async fn presign_parts(
-        &self,
-        req: &PartsRequest,
-        claims: &UploadClaims,
-        urls: &UrlContext,
-    ) -> Result<PartsResponse> {
-        let upload_id =
-            req.upload_id.as_deref().ok_or_else(|| UploadError::BadRequest("missing 'upload_id'".into()))?;
+    pub async fn presign_parts(&self, req: &PartsInput, claims: &UploadClaims, base_url: &str) -> Result<PartBatch> {
+        let upload_id = req.upload_id.as_deref().ok_or(UploadError::MissingField("upload_id"))?;
         if upload_id != claims.upload_id || req.object_key.as_deref().is_some_and(|k| k != claims.object_key) {
-            return Err(UploadError::Unauthorized("the upload token belongs to another upload".into()));
+            return Err(UploadError::TokenForAnotherUpload);
         }
-        let profile = self
-            .profiles
-            .get(&claims.profile)
-            .ok_or_else(|| UploadError::BadRequest(format!("profile '{}' no longer exists", claims.profile)))?;
+        let profile =
+            self.profiles.get(&claims.profile).ok_or_else(|| UploadError::ProfileGone(claims.profile.clone()))?;
         let total = claims.total_parts();
         let start = req.start_part.unwrap_or(1);
         if start < 1 || start > i64::from(total) {
-            return Err(UploadError::InvalidPartRange(format!("start_part {start} is outside 1..={total}")));
+            return Err(UploadError::InvalidPartRange { start, total });
         }
         let count = req.count.unwrap_or(i64::from(profile.initial_batch_size));
         if count < 1 {
-            return Err(UploadError::BadRequest(format!("count must be at least 1, got {count}")));
+            return Err(UploadError::BadCount(count));
         }
         if count > i64::from(profile.max_batch_size) {
             return Err(UploadError::BatchSizeExceeded {
@@ -517,22 +461,17 @@ impl AppState {
         // The upload must still exist: URLs for an aborted upload would only fail later.
         self.store.list_parts(&key, &claims.upload_id).await?;
         let left = Duration::from_secs(claims.expires.saturating_sub(crate::storage::signing::unix(SystemTime::now())));
-        let ctx = PresignContext { base_url: urls.base_url.clone(), expires_in: left.max(Duration::from_secs(1)) };
-        let (parts, batch_info) = self.part_batch(&key, claims, start as u32, count as u32, &ctx).await?;
-        Ok(PartsResponse { parts, batch_info })
+        let ctx = PresignContext { base_url: base_url.to_owned(), expires_in: left.max(Duration::from_secs(1)) };
+        self.part_batch(&key, claims, start as u32, count as u32, &ctx).await
     }
 
     /// `GET /v1/uploads/{key}/parts/{id}`: the parts already stored.
-    pub async fn stored_parts(&self, key: &ObjectKey, upload_id: &str) -> Result<Vec<StoredPart>> {
-        let parts = self.store.list_parts(key, upload_id).await?;
-        Ok(parts
-            .into_iter()
-            .map(|PartInfo { part_number, etag, size }| StoredPart { part_number, etag, size })
-            .collect())
+    pub async fn stored_parts(&self, key: &ObjectKey, upload_id: &str) -> Result<Vec<PartInfo>> {
+        Ok(self.store.list_parts(key, upload_id).await?)
     }
 
     /// `DELETE /v1/uploads/{key}/abort/{id}`.
-    pub async fn abort_upload(&self, key: &ObjectKey, upload_id: &str) -> Result<()> {
+    pub async fn abort(&self, key: &ObjectKey, upload_id: &str) -> Result<()> {
         // Some stores answer 2xx to aborting an unknown or finished upload; the
         // API promises invalid_upload_id for those.
         self.store.list_parts(key, upload_id).await?;
@@ -540,95 +479,14 @@ impl AppState {
         metrics::counter!("mediaflow_uploads_aborted_total").increment(1);
         Ok(())
     }
-
-    /// `POST /v1/uploads/{key}/complete/{id}`: completes, then verifies.
-    pub async fn complete_upload(
-        &self,
-        key: &ObjectKey,
-        upload_id: &str,
-        req: &CompleteRequest,
-        auth: &UploadAuth,
-    ) -> Result<()> {
-        if req.parts.is_empty() {
-            return Err(UploadError::BadRequest("'parts' must list at least one part".into()));
-        }
-        let (profile, expected_size) = match auth {
-            UploadAuth::Token(claims) => {
-                let p = self.profiles.get(&claims.profile).cloned();
-                (p, Some(claims.size))
-            }
-            UploadAuth::ApiKey => (self.profiles.for_object_key(key.as_str()).cloned(), None),
-        };
-        let profile =
-            profile.ok_or_else(|| UploadError::BadRequest(format!("no profile stores objects at '{key}'")))?;
-        // Fails with invalid_upload_id for unknown, completed or aborted uploads.
-        self.store.list_parts(key, upload_id).await?;
-        // Nothing uploaded is silently overwritten.
-        match self.store.head(key).await {
-            Ok(_) => return Err(UploadError::Conflict(key.to_string())),
-            Err(StorageError::NotFound) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let parts: Vec<CompletedPart> =
-            req.parts.iter().map(|p| CompletedPart { part_number: p.part_number, etag: p.etag.clone() }).collect();
-        self.store.complete_multipart(key, upload_id, &parts).await.map_err(|e| match e {
-            StorageError::InvalidPart(m) => UploadError::BadRequest(format!("invalid parts: {m}")),
-            other => other.into(),
-        })?;
-        if let Err(reason) = self.verify(key, &profile, expected_size).await? {
-            self.store.delete(key).await?;
-            metrics::counter!("mediaflow_uploads_verification_failed_total", "profile" => profile.name.clone())
-                .increment(1);
-            tracing::warn!(key = %key, reason = %reason, "upload failed verification and was deleted");
-            return Err(UploadError::VerificationFailed(reason));
-        }
-        metrics::counter!("mediaflow_uploads_completed_total", "profile" => profile.name.clone()).increment(1);
-        Ok(())
-    }
-
-    /// Checks a completed object: `Ok(Err(reason))` when it must be deleted.
-    async fn verify(
-        &self,
-        key: &ObjectKey,
-        profile: &Profile,
-        expected: Option<u64>,
-    ) -> Result<std::result::Result<(), String>> {
-        let meta = self.store.head(key).await?;
-        if let Some(expected) = expected
-            && meta.size != expected
-        {
-            return Ok(Err(format!("the object has {} bytes, {} were declared", meta.size, expected)));
-        }
-        if meta.size > profile.size_max_bytes {
-            return Ok(Err(format!(
-                "the object has {} bytes, the profile allows {}",
-                meta.size, profile.size_max_bytes
-            )));
-        }
-        let head = self
-            .store
-            .get(key, Some(ByteRange::Bounded { start: 0, end: sniff::SNIFF_LEN as u64 - 1 }))
-            .await?
-            .collect(sniff::SNIFF_LEN as u64)
-            .await?;
-        match sniff::sniff_mime(&head) {
-            Some(found) if profile.allowed_mimes.iter().any(|m| sniff::same_type(m, found)) => Ok(Ok(())),
-            Some(found) => Ok(Err(format!("the content is {found}, which profile '{}' does not allow", profile.name))),
-            None => Ok(Err(format!(
-                "the content is not any type profile '{}' allows ({})",
-                profile.name,
-                profile.allowed_mimes.join(", ")
-            ))),
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn req(size: i64) -> PresignRequest {
-        PresignRequest {
+    fn req(size: i64) -> PresignInput {
+        PresignInput {
             key_base: Some("k1".into()),
             mime: Some("image/jpeg".into()),
             size_bytes: Some(size),
@@ -638,7 +496,7 @@ mod tests {
         }
     }
 
-    fn err(r: PresignRequest) -> String {
+    fn err(r: PresignInput) -> String {
         match check(&Profiles::example(), &r) {
             Err(e) => format!("{e:?}"),
             Ok(_) => "ok".into(),
@@ -647,14 +505,14 @@ mod tests {
 
     #[test]
     fn checks_run_in_the_documented_order() {
-        assert!(err(PresignRequest { size_bytes: Some(0), ..req(1) }).starts_with("BadRequest"));
-        assert!(err(PresignRequest { key_base: None, ..req(1) }).starts_with("BadRequest"));
+        assert!(err(PresignInput { size_bytes: Some(0), ..req(1) }).starts_with("MissingField"));
+        assert!(err(PresignInput { key_base: None, ..req(1) }).starts_with("MissingField"));
         // Unknown profile before kind, mime and size.
-        let r = PresignRequest { profile: Some("nope".into()), mime: Some("text/html".into()), ..req(1 << 40) };
-        assert!(err(r).contains("unknown profile"));
-        let r = PresignRequest { kind: Some("video".into()), mime: Some("text/html".into()), ..req(1 << 40) };
-        assert!(err(r).contains("does not match"));
-        let r = PresignRequest { mime: Some("text/html".into()), ..req(1 << 40) };
+        let r = PresignInput { profile: Some("nope".into()), mime: Some("text/html".into()), ..req(1 << 40) };
+        assert!(err(r).starts_with("UnknownProfile"));
+        let r = PresignInput { kind: Some("video".into()), mime: Some("text/html".into()), ..req(1 << 40) };
+        assert!(err(r).starts_with("KindMismatch"));
+        let r = PresignInput { mime: Some("text/html".into()), ..req(1 << 40) };
         assert!(err(r).starts_with("MimeNotAllowed"));
         assert!(err(req(5_242_881)).starts_with("TooLarge"));
         assert_eq!(err(req(5_242_880)), "ok");
@@ -663,11 +521,11 @@ mod tests {
     #[test]
     fn multipart_modes() {
         let p = Profiles::example();
-        let video = |size: i64, mode| PresignRequest {
+        let video = |size: i64, mode| PresignInput {
             profile: Some("video".into()),
             kind: Some("video".into()),
             mime: Some("video/mp4".into()),
-            multipart: Some(mode),
+            multipart: mode,
             ..req(size)
         };
         assert!(!check(&p, &video(1000, MultipartMode::Auto)).unwrap().multipart);
@@ -683,12 +541,12 @@ mod tests {
     fn keys_use_the_profile_template() {
         let c = check(&Profiles::example(), &req(10)).unwrap();
         assert_eq!(c.key.as_str(), "originals/avatars/a2/k1");
-        let r = PresignRequest { shard: Some("tenant".into()), ..req(10) };
+        let r = PresignInput { shard: Some("tenant".into()), ..req(10) };
         assert_eq!(check(&Profiles::example(), &r).unwrap().key.as_str(), "originals/avatars/tenant/k1");
-        let r = PresignRequest { shard: Some("BAD".into()), ..req(10) };
-        assert!(matches!(check(&Profiles::example(), &r), Err(UploadError::Key(_))));
-        let r = PresignRequest { key_base: Some("../x".into()), ..req(10) };
-        assert!(matches!(check(&Profiles::example(), &r), Err(UploadError::Key(_))));
+        let r = PresignInput { shard: Some("BAD".into()), ..req(10) };
+        assert!(matches!(check(&Profiles::example(), &r), Err(UploadError::Asset(AssetError::Key(_)))));
+        let r = PresignInput { key_base: Some("../x".into()), ..req(10) };
+        assert!(matches!(check(&Profiles::example(), &r), Err(UploadError::Asset(AssetError::Key(_)))));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod bombs;
+pub mod faulty;
 pub mod images;
 
 use std::net::SocketAddr;
@@ -193,6 +194,51 @@ pub async fn spawn_config(config: Config, dir: tempfile::TempDir) -> TestApp {
     }
 }
 
+/// Starts the service like [`spawn_secured`], its store wrapped by `wrap`
+/// (a test double such as [`faulty::Faulty`]).
+pub async fn spawn_secured_wrapping(
+    backend: Backend,
+    wrap: impl FnOnce(mediaflow::storage::DynStore) -> mediaflow::storage::DynStore,
+) -> TestApp {
+    let (mut config, dir) = config(backend);
+    config.api_key = Some(mediaflow::config::Secret::new(API_KEY));
+    config.profiles_source = Some(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/profiles.yaml").into());
+    if let StorageConfig::S3(settings) = &config.storage {
+        S3Store::connect(settings).await.ensure_bucket().await.unwrap();
+    }
+    let opened = mediaflow::startup::build_store(&config).await.unwrap();
+    let profiles =
+        mediaflow::startup::load_profiles(config.profiles_source.as_deref(), &config.profiles_s3).await.unwrap();
+    let state = AppState::new(config, profiles, wrap(opened.store), opened.fs_signer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let http = state.config.http.clone();
+    let server = tokio::spawn(mediaflow::server::serve(
+        listener,
+        mediaflow::app(state.clone()),
+        state.lifecycle.clone(),
+        http.client_idle_timeout,
+        http.shutdown_timeout,
+    ));
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    TestApp { addr, base: format!("http://{addr}"), state, client, server, _dir: dir }
+}
+
+/// The filesystem backend's DATA_DIR of a test server.
+pub fn data_dir(app: &TestApp) -> std::path::PathBuf {
+    match &app.state.config.storage {
+        StorageConfig::Fs { data_dir } => data_dir.clone(),
+        StorageConfig::S3(_) => panic!("not the filesystem backend"),
+    }
+}
+
+/// Every file and folder under `DATA_DIR/.mediaflow/tmp` (should be none
+/// once requests are over).
+pub fn temp_entries(app: &TestApp) -> Vec<std::path::PathBuf> {
+    let tmp = data_dir(app).join(".mediaflow/tmp");
+    std::fs::read_dir(tmp).unwrap().map(|e| e.unwrap().path()).collect()
+}
+
 /// A SeaweedFS of a test's own (it may kill it), started by the project's script.
 pub struct PrivateSeaweed {
     pub dir: tempfile::TempDir,
@@ -235,6 +281,14 @@ impl PrivateSeaweed {
     pub fn restart(&self) {
         let status = std::process::Command::new(Self::script()).arg("start").arg(self.dir.path()).status().unwrap();
         assert!(status.success(), "seaweedfs.sh start failed");
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT (`false`): a store that stops answering
+    /// with its connections open, as a frozen VM or a full disk does.
+    pub fn freeze(&self, frozen: bool) {
+        let pid = std::fs::read_to_string(self.dir.path().join("pid")).unwrap();
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        std::process::Command::new("kill").args([signal, pid.trim()]).status().unwrap();
     }
 
     /// SIGKILL, as a crash would.
