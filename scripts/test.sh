@@ -2,9 +2,13 @@
 # The whole test suite, on both storage backends: installs what it needs,
 # starts a throw-away SeaweedFS on free loopback ports, runs `cargo test`
 # with its address in the environment, then the browser test
-# (scripts/browser-test.sh, on the same SeaweedFS), and stops it (by PID) at
-# the end. Extra arguments go to `cargo test` (e.g. scripts/test.sh --test
-# uploads) and skip the browser test; MEDIAFLOW_SKIP_BROWSER=1 skips it too.
+# (scripts/browser-test.sh, on the same SeaweedFS) and the container image
+# check (scripts/container.sh, with the debug binary `cargo test` just built:
+# skipped, loudly, where Podman cannot run; production images are built with
+# --release), and stops SeaweedFS (by PID) at the end.
+# Extra arguments go to `cargo test` (e.g. scripts/test.sh --test api) and
+# skip the browser and container checks; MEDIAFLOW_SKIP_BROWSER=1 skips the
+# browser test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +23,15 @@ export MEDIAFLOW_REQUIRE_S3=1
 # Video tests fail instead of skipping if ffmpeg is somehow missing.
 export MEDIAFLOW_REQUIRE_FFMPEG=1
 cargo test "$@"
-if [[ $# == 0 && ${MEDIAFLOW_SKIP_BROWSER:-0} != 1 ]]; then
+
+if (($#)); then
+  echo "browser and container checks not run (arguments given): scripts/browser-test.sh, scripts/container.sh"
+  exit 0
+fi
+if [[ ${MEDIAFLOW_SKIP_BROWSER:-0} != 1 ]]; then
   scripts/browser-test.sh
 fi
+status=0
+scripts/container.sh "${CARGO_TARGET_DIR:-target}/debug/mediaflow" || status=$?
+# 77: this machine cannot run Podman; container.sh said why.
+if ((status != 0 && status != 77)); then exit "$status"; fi

@@ -62,6 +62,17 @@ enum Command {
     },
     /// Upload a file to a MediaFlow server (presign, parallel parts, resume) and print its URLs.
     Upload(UploadArgs),
+    /// GET a server's /health and exit 0 when it answers OK, 1 otherwise (container health checks).
+    Health {
+        /// The URL to check (default: http://127.0.0.1:$PORT/health, or BIND_ADDR's address when it names one).
+        url: Option<String>,
+        /// The server's port, for the default URL.
+        #[arg(long, env = "PORT", default_value_t = 8080)]
+        port: u16,
+        /// The server's listen address, for the default URL.
+        #[arg(long, env = "BIND_ADDR")]
+        bind_addr: Option<std::net::IpAddr>,
+    },
 }
 
 /// `mediaflow upload`: the flags map one to one onto [`UploadOptions`].
@@ -128,6 +139,67 @@ async fn upload(args: UploadArgs) -> i32 {
         }
     }
     0
+}
+
+/// `mediaflow health`: what a container's HEALTHCHECK runs, so that the image
+/// needs no curl (as `imgproxy health`). Returns the exit code: 0 when the
+/// server answers 200 `{"message":"OK"}` within a few seconds, 1 otherwise.
+async fn health(url: Option<String>, port: u16, bind_addr: Option<std::net::IpAddr>) -> i32 {
+    let url = url.unwrap_or_else(|| {
+        // A server bound to every interface is reachable on loopback; one bound
+        // to a single address only there.
+        let host = match bind_addr {
+            Some(ip) if !ip.is_unspecified() => ip,
+            _ => std::net::Ipv4Addr::LOCALHOST.into(),
+        };
+        format!("http://{}/health", std::net::SocketAddr::new(host, port))
+    });
+    // Docker's default check timeout is 30 s; answer well before it. No proxy:
+    // a health check asks this machine's server, not whatever HTTP_PROXY names.
+    let client = match reqwest::Client::builder().no_proxy().timeout(std::time::Duration::from_secs(3)).build() {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("mediaflow health: {e}");
+            return 1;
+        }
+    };
+    let started = std::time::Instant::now();
+    let outcome = async {
+        let resp = client.get(&url).send().await.map_err(|e| error_chain(&e.without_url()))?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| error_chain(&e.without_url()))?;
+        let ok = status == reqwest::StatusCode::OK
+            && serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v["message"] == "OK");
+        if ok {
+            Ok(())
+        } else {
+            let body = String::from_utf8_lossy(&body[..body.len().min(200)]).replace('\n', " ");
+            Err(format!("answered {status}: {body}"))
+        }
+    }
+    .await;
+    match outcome {
+        Ok(()) => {
+            println!("mediaflow health: OK ({url}, {} ms)", started.elapsed().as_millis());
+            0
+        }
+        Err(why) => {
+            eprintln!("mediaflow health: {url} is not healthy: {why}");
+            1
+        }
+    }
+}
+
+/// An error and its causes on one line ("error sending request: connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
 }
 
 fn init_tracing(format: LogFormat) {
@@ -225,7 +297,7 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Subcommand names, for [`with_default_command`].
-const COMMANDS: &[&str] = &["serve", "check-config", "thumb", "sign-url", "upload", "help"];
+const COMMANDS: &[&str] = &["serve", "check-config", "thumb", "sign-url", "upload", "health", "help"];
 
 /// `mediaflow [OPTIONS]` means `mediaflow serve [OPTIONS]`, and so does
 /// `mediaflow [OPTIONS] serve`: the server's options belong to `serve`, and
@@ -251,6 +323,7 @@ async fn async_main() -> anyhow::Result<()> {
         // The client needs none of the server's configuration, and its stdout
         // is its result: no tracing there.
         Command::Upload(args) => std::process::exit(upload(args).await),
+        Command::Health { url, port, bind_addr } => std::process::exit(health(url, port, bind_addr).await),
         Command::Serve { settings } => {
             init_tracing(settings.log_format);
             let config = Config::from_settings(*settings)?;

@@ -527,3 +527,29 @@ async fn start_up_says_which_profiles_and_what_is_wrong_with_the_bucket() {
     let logged = server.lines.lock().unwrap().join("\n");
     assert!(logged.contains("S3 bucket 'nowhere' is not reachable at http://127.0.0.1:"), "{logged}");
 }
+
+#[tokio::test]
+async fn health_exits_0_for_a_healthy_server_and_1_when_nothing_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(command(dir.path()));
+    let port = server.addr.rsplit(':').next().unwrap().to_owned();
+    // The default URL: loopback on PORT, as a container's HEALTHCHECK runs it.
+    let out = command(dir.path()).env("PORT", &port).arg("health").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // An explicit URL.
+    let out = command(dir.path()).args(["health", &format!("http://{}/health", server.addr)]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // Something answers, but not a healthy MediaFlow: 1.
+    let out = command(dir.path()).args(["health", &format!("http://{}/nope", server.addr)]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"), "{}", String::from_utf8_lossy(&out.stderr));
+    drop(server);
+    // Nothing listening on the port any more: 1 at once, one line naming the URL.
+    let url = format!("http://127.0.0.1:{port}/health");
+    let started = Instant::now();
+    let out = command(dir.path()).env("PORT", &port).arg("health").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&url) && stderr.trim().lines().count() == 1, "{stderr}");
+}

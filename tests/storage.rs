@@ -358,6 +358,37 @@ async fn internal_keys_are_apart_from_client_keys(backend: Backend) {
     assert!(matches!(store.head(&claim).await, Err(StorageError::NotFound)));
 }
 
+async fn internal_folders_list_their_own_objects(backend: Backend) {
+    use mediaflow::storage::{InternalFolder, ReadSource};
+    let (store, _dir) = store(backend).await;
+    let proxy = key(&format!("{}/clip.mp4", unique("conf-")));
+    let job = ObjectKey::internal(InternalKey::ProxyJob(&proxy));
+    store.put(&job, Bytes::from_static(b"{\"job\":1}").into(), PutOptions::default()).await.unwrap();
+    let listed = list_all(&*store, &KeyPrefix::internal(InternalFolder::ProxyJobs)).await.unwrap();
+    assert!(listed.iter().any(|o| o.key == job), "the queued job is listed: {listed:?}");
+    assert!(listed.iter().all(|o| o.key.is_internal()));
+    // A reader outside the process gets the bytes: the file, or a presigned GET.
+    let data = vec![42u8; 70_000];
+    store.put(&proxy, Bytes::from(data.clone()).into(), PutOptions::default()).await.unwrap();
+    match store.read_source(&proxy, std::time::Duration::from_secs(60)).await.unwrap() {
+        ReadSource::File(path) => assert_eq!(std::fs::read(path).unwrap(), data),
+        ReadSource::Url(url) => {
+            let got = reqwest::Client::builder().no_proxy().build().unwrap().get(url).send().await.unwrap();
+            assert_eq!(got.status(), 200);
+            assert_eq!(got.bytes().await.unwrap().as_ref(), &data[..]);
+        }
+    }
+    let missing = key(&format!("{}/nothing", unique("conf-")));
+    if backend == Backend::Fs {
+        assert!(matches!(
+            store.read_source(&missing, std::time::Duration::from_secs(1)).await,
+            Err(StorageError::NotFound)
+        ));
+    }
+    store.delete(&job).await.unwrap();
+    store.delete(&proxy).await.unwrap();
+}
+
 async fn store_answers_readiness(backend: Backend) {
     let (store, _dir) = store(backend).await;
     store.check().await.unwrap();
@@ -381,6 +412,7 @@ both_backends!(
     complete_never_overwrites,
     a_reuploaded_part_is_listed_once,
     internal_keys_are_apart_from_client_keys,
+    internal_folders_list_their_own_objects,
 );
 
 // The filesystem backend's own guarantees (SPEC §4): temp files never outlive

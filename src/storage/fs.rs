@@ -487,8 +487,12 @@ impl ObjectStore for FsStore {
     }
 
     async fn list(&self, prefix: &KeyPrefix, cursor: Option<String>, max: usize) -> Result<ListPage> {
-        let root = self.root.clone();
-        let prefix = prefix.as_str().to_owned();
+        // The service's own folders live under .mediaflow/objects/ and list
+        // back to their `.mediaflow/…` keys.
+        let (root, prefix, internal) = match prefix.as_str().strip_prefix(INTERNAL_PREFIX) {
+            Some(rest) => (self.internal.join("objects"), rest.to_owned(), true),
+            None => (self.root.clone(), prefix.as_str().to_owned(), false),
+        };
         // Start the walk at the deepest directory the prefix names.
         let start = match prefix.rfind('/') {
             Some(i) => root.join(&prefix[..i]),
@@ -510,7 +514,12 @@ impl ObjectStore for FsStore {
                 next = objects.last().map(|o: &ObjectMeta| o.key.as_str().to_owned());
                 break;
             }
-            let Ok(key) = ObjectKey::parse(name) else { continue };
+            let parsed = if internal {
+                ObjectKey::parse_listed(&format!("{INTERNAL_PREFIX}{name}"))
+            } else {
+                ObjectKey::parse(name)
+            };
+            let Ok(key) = parsed else { continue };
             let sidecar = self.read_sidecar(&key, &meta).await;
             objects.push(self.meta_from(&key, &meta, sidecar));
         }
@@ -637,6 +646,11 @@ impl ObjectStore for FsStore {
             headers,
             expires_at: UNIX_EPOCH + Duration::from_secs(grant.expires),
         })
+    }
+
+    async fn read_source(&self, key: &ObjectKey, _valid_for: Duration) -> Result<super::ReadSource> {
+        self.file_meta(key).await?;
+        Ok(super::ReadSource::File(self.path(key)))
     }
 
     async fn check(&self) -> Result<()> {

@@ -107,4 +107,8 @@ impl ObjectStore for Instrumented {
     async fn check(&self) -> Result<()> {
         self.timed("check", self.inner.check()).await
     }
+
+    async fn read_source(&self, key: &ObjectKey, valid_for: std::time::Duration) -> Result<super::ReadSource> {
+        self.timed("read_source", self.inner.read_source(key, valid_for)).await
+    }
 }

@@ -90,6 +90,19 @@ pub enum InternalKey<'a> {
     /// The marker that lets exactly one complete take over a stale claim on
     /// an object key, named by that claim's nonce.
     ClaimTakeover(&'a ObjectKey, u128),
+    /// A queued proxy job, named by the proxy's key (`.mediaflow/jobs/…`).
+    ProxyJob(&'a ObjectKey),
+    /// The lease of the instance running a proxy job (`.mediaflow/leases/…`).
+    ProxyLease(&'a ObjectKey),
+    /// The record of a failed proxy job (`.mediaflow/failures/…`).
+    ProxyFailure(&'a ObjectKey),
+}
+
+/// Folders of the service's own objects that it lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InternalFolder {
+    /// Queued proxy jobs ([`InternalKey::ProxyJob`]).
+    ProxyJobs,
 }
 
 impl ObjectKey {
@@ -101,7 +114,22 @@ impl ObjectKey {
             InternalKey::ClaimTakeover(key, nonce) => {
                 format!("{INTERNAL_PREFIX}claims/{}.takeover-{nonce:032x}", hashed(key))
             }
+            InternalKey::ProxyJob(key) => format!("{INTERNAL_PREFIX}jobs/{}", hashed(key)),
+            InternalKey::ProxyLease(key) => format!("{INTERNAL_PREFIX}leases/{}", hashed(key)),
+            InternalKey::ProxyFailure(key) => format!("{INTERNAL_PREFIX}failures/{}", hashed(key)),
         })
+    }
+
+    /// A key a backend listed: a client key, or one of the service's own
+    /// (which only [`Self::internal`] makes, and only the service lists).
+    pub fn parse_listed(key: &str) -> Result<Self, KeyError> {
+        match key.strip_prefix(INTERNAL_PREFIX) {
+            Some(rest) => {
+                validate_path(rest, false)?;
+                Ok(Self(key.to_owned()))
+            }
+            None => Self::parse(key),
+        }
     }
 
     /// Whether this is one of the service's own keys (never a client's).
@@ -160,6 +188,13 @@ fn validate_path(key: &str, prefix: bool) -> Result<(), KeyError> {
 pub struct KeyPrefix(String);
 
 impl KeyPrefix {
+    /// The listing prefix of one of the service's own folders.
+    pub fn internal(folder: InternalFolder) -> Self {
+        Self(match folder {
+            InternalFolder::ProxyJobs => format!("{INTERNAL_PREFIX}jobs/"),
+        })
+    }
+
     /// Validates `prefix`.
     pub fn parse(prefix: impl Into<String>) -> Result<Self, KeyError> {
         let prefix = prefix.into();

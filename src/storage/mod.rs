@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 
-pub use keys::{InternalKey, KeyPrefix, ObjectKey};
+pub use keys::{InternalFolder, InternalKey, KeyPrefix, ObjectKey};
 
 /// A stream of object bytes.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
@@ -323,6 +323,26 @@ pub struct PresignContext {
     pub expires_in: Duration,
 }
 
+/// Where a reader outside the process (ffmpeg) can read an object: the file
+/// itself on the filesystem backend, a short-lived presigned GET on S3. Never
+/// the service's credentials.
+#[derive(Clone)]
+pub enum ReadSource {
+    /// A local file.
+    File(std::path::PathBuf),
+    /// A presigned GET URL (a credential until it expires: never logged).
+    Url(String),
+}
+
+impl fmt::Debug for ReadSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(p) => write!(f, "File({})", p.display()),
+            Self::Url(_) => f.write_str("Url(<presigned>)"),
+        }
+    }
+}
+
 /// The storage contract every backend fulfils.
 ///
 /// Every operation is implemented by both backends; a conformance suite in
@@ -373,6 +393,9 @@ pub trait ObjectStore: Send + Sync + fmt::Debug + 'static {
 
     /// Checks that the store answers (for `/ready`).
     async fn check(&self) -> Result<()>;
+
+    /// How a process on this machine reads `key` for the next `valid_for`.
+    async fn read_source(&self, key: &ObjectKey, valid_for: Duration) -> Result<ReadSource>;
 }
 
 /// Lists every object under `prefix`, following pages.

@@ -329,7 +329,7 @@ impl ObjectStore for S3Store {
             .contents()
             .iter()
             .filter_map(|o| {
-                let key = ObjectKey::parse(o.key()?).ok()?;
+                let key = ObjectKey::parse_listed(o.key()?).ok()?;
                 Some(Self::meta(&key, o.size(), o.e_tag(), o.last_modified(), None, None))
             })
             .collect();
@@ -481,6 +481,15 @@ impl ObjectStore for S3Store {
             headers,
             expires_at: SystemTime::now() + ctx.expires_in - Duration::from_secs(1),
         })
+    }
+
+    async fn read_source(&self, key: &ObjectKey, valid_for: Duration) -> Result<super::ReadSource> {
+        // Signed for the service's own endpoint (S3_ENDPOINT): the reader runs
+        // here, not at the clients' PUBLIC_S3_ENDPOINT.
+        let config = PresigningConfig::expires_in(valid_for).map_err(StorageError::backend)?;
+        let req =
+            self.client.get_object().bucket(&self.bucket).key(key.as_str()).presigned(config).await.map_err(map_err)?;
+        Ok(super::ReadSource::Url(req.uri().to_owned()))
     }
 
     async fn check(&self) -> Result<()> {

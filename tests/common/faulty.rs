@@ -84,4 +84,7 @@ impl ObjectStore for Faulty {
     async fn check(&self) -> Result<()> {
         self.inner.check().await
     }
+    async fn read_source(&self, key: &ObjectKey, valid_for: Duration) -> Result<mediaflow::storage::ReadSource> {
+        self.inner.read_source(key, valid_for).await
+    }
 }
