@@ -1,18 +1,21 @@
-//! Pure, synchronous image pipeline: sniff → probe → decode → resize → colour
-//! manage → orient → encode.
+//! Pure, synchronous image pipeline: sniff → probe → plan → decode (with a box
+//! pre-shrink) → resize → colour manage → orient → encode.
 //!
 //! Nothing in here does I/O, spawns threads or is async; callers run
-//! [`thumbnail`] on a blocking thread pool. Every public entry point is
+//! [`thumbnail`] (or [`plan`], then [`render`] with a [`Cancel`] flag) on a
+//! blocking thread pool. [`plan`] checks every limit it can from the header
+//! and prices the render's peak memory ([`MemoryEstimate`]) before anything
+//! is decoded, so a caller can refuse it or reserve that memory first. Every public entry point is
 //! panic-free: C decoders report errors by unwinding and any unexpected panic
 //! in pure-Rust code is caught at the boundary and turned into an
 //! [`ImageError`]. This relies on the final binary being built with
 //! `panic = "unwind"` (the default); with `panic = "abort"` a corrupt JPEG
 //! would abort the process.
 //!
-//! Pipeline order is chosen for speed: shrink as early as possible (JPEG DCT
-//! scaling inside the decoder, then a Lanczos3 resize), and do colour
-//! management and EXIF orientation on the small result, where they cost
-//! almost nothing.
+//! Pipeline order is chosen for speed and memory: shrink as early as possible
+//! (JPEG DCT scaling inside the decoder, an integer box shrink fed row by row
+//! by the decoders, then a Lanczos3 resize), and do colour management and
+//! EXIF orientation on the small result, where they cost almost nothing.
 
 mod cancel;
 mod color;
