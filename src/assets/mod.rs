@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{Profile, Profiles};
+use crate::config::{Profile, Profiles, ProxyFormat};
 use crate::storage::keys::{Extension, KeyBase, KeyError, KeyPrefix, SHARD_FOLDER, Shard, VariantKey, split_image_id};
 use crate::storage::{ObjectKey, ObjectMeta, ObjectStore, StorageError};
 
@@ -72,6 +72,14 @@ impl AssetKey {
         let shard = profile.client_shard(shard)?;
         let ext = profile.storage_path.uses_ext().then_some(ext);
         Ok(Self { profile, key_base, ext, shard })
+    }
+
+    /// The asset whose original is stored at `key` in `profile`, read back
+    /// through the template (`None` when the key is not one it makes).
+    pub fn from_original_key(profile: Arc<Profile>, key: &ObjectKey) -> Option<Self> {
+        let (key_base, ext, shard) = profile.storage_path.match_key(key.as_str())?;
+        let shard = profile.client_shard(shard.as_deref()).ok()?;
+        Some(Self { profile, key_base, ext, shard })
     }
 
     /// The asset's profile.
@@ -184,6 +192,24 @@ impl AssetKey {
     /// The listing prefix every variant of this asset starts with.
     pub fn variant_prefix(&self) -> Result<KeyPrefix, KeyError> {
         VariantKey::prefix(&self.variant_folder(), &self.key_base)
+    }
+
+    /// The key of this video's proxy in `format`: `{proxy_folder}/{key_base}.{format}`,
+    /// under `_shard/{shard}/` for a custom shard as variants are. `None`
+    /// when the profile makes no proxies.
+    pub fn proxy_key(&self, format: ProxyFormat) -> Option<ObjectKey> {
+        let folder = self.profile.video()?.proxy_folder.as_deref()?;
+        let folder = match self.custom_shard() {
+            Some(shard) => format!("{folder}/{SHARD_FOLDER}/{}", shard.as_str()),
+            None => folder.to_owned(),
+        };
+        ObjectKey::parse(format!("{folder}/{}.{}", self.key_base, format.name())).ok()
+    }
+
+    /// The key of this asset's media facts (`GET /v1/assets`), stored beside
+    /// its variants: `{variant folder}/{key_base}_facts.json`.
+    pub fn facts_key(&self) -> Result<ObjectKey, AssetError> {
+        Ok(ObjectKey::parse(format!("{}/{}_facts.json", self.variant_folder(), self.key_base))?)
     }
 
     /// Whether `key` (a listed object) is one of this asset's variants, not a

@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use profiles::{MediaKind, Profile, Profiles};
+pub use profiles::{Media, MediaKind, Profile, Profiles, ProxyFormat, VideoSettings};
 
 use crate::storage::s3::S3Settings;
 
@@ -137,6 +137,12 @@ pub struct Settings {
     /// `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// The ffmpeg binary for video posters, proxies and facts (default: `ffmpeg` on PATH, ffprobe beside it).
+    #[arg(long, env = "FFMPEG_PATH")]
+    pub ffmpeg_path: Option<PathBuf>,
+    /// Proxy transcodes running at once on this instance.
+    #[arg(long, env = "VIDEO_JOBS", default_value_t = 1)]
+    pub video_jobs: usize,
 }
 
 impl Settings {
@@ -194,6 +200,15 @@ pub struct TransformConfig {
     pub max_render_memory: u64,
 }
 
+/// Video settings.
+#[derive(Debug, Clone)]
+pub struct VideoConfig {
+    /// FFMPEG_PATH, when set.
+    pub ffmpeg_path: Option<PathBuf>,
+    /// Proxy transcodes at once.
+    pub jobs: usize,
+}
+
 /// HTTP server limits.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -238,6 +253,8 @@ pub struct Config {
     pub transforms: TransformConfig,
     /// HTTP.
     pub http: HttpConfig,
+    /// Video.
+    pub video: VideoConfig,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -370,6 +387,14 @@ impl Config {
                 cors_origins,
             },
             log_format: s.log_format,
+            video: VideoConfig {
+                ffmpeg_path: s.ffmpeg_path.filter(|p| !p.as_os_str().is_empty()),
+                jobs: if s.video_jobs == 0 {
+                    return Err(invalid("VIDEO_JOBS", "must be at least 1"));
+                } else {
+                    s.video_jobs
+                },
+            },
         })
     }
 

@@ -420,6 +420,47 @@ impl StorageTemplate {
         ObjectKey::parse(out)
     }
 
+    /// The parts of an original's key, read back through the template: its
+    /// key base, extension (with `{ext}`) and shard as written in the key.
+    /// `None` when the key is not one this template makes.
+    pub fn match_key(&self, key: &str) -> Option<(KeyBase, Option<Extension>, Option<String>)> {
+        let (mut key_base, mut ext, mut shard) = (None, None, None);
+        let mut rest = key;
+        for (i, piece) in self.pieces.iter().enumerate() {
+            let value = match piece {
+                Piece::Literal(l) => {
+                    rest = rest.strip_prefix(l.as_str())?;
+                    continue;
+                }
+                // A placeholder runs up to the next literal (or the end).
+                _ => match self.pieces.get(i + 1) {
+                    Some(Piece::Literal(next)) => {
+                        let at = rest.find(next.as_str())?;
+                        let (value, after) = rest.split_at(at);
+                        rest = after;
+                        value
+                    }
+                    Some(_) => return None,
+                    None => std::mem::take(&mut rest),
+                },
+            };
+            match piece {
+                Piece::KeyBase => key_base = Some(KeyBase::parse(value).ok()?),
+                Piece::Ext => ext = Some(Extension::parse(value).ok()?),
+                Piece::Shard => shard = Some(value.to_owned()),
+                Piece::Literal(_) => unreachable!("handled above"),
+            }
+        }
+        let key_base = key_base.filter(|_| rest.is_empty())?;
+        // What it reads must render back to the very same key.
+        let parsed_shard = match &shard {
+            Some(s) => Some(Shard::parse(s).ok()?),
+            None => None,
+        };
+        (self.original(&key_base, ext.as_ref(), parsed_shard.as_ref()).ok()?.as_str() == key)
+            .then_some((key_base, ext, shard))
+    }
+
     /// With `{ext}` in the template: the original's key up to the extension,
     /// which every original of `key_base` starts with. `None` without `{ext}`.
     pub fn before_ext(&self, key_base: &KeyBase, shard: Option<&Shard>) -> Option<String> {
@@ -562,6 +603,20 @@ mod tests {
         assert_eq!(key.as_str(), "o/tenant-1/a.jpg");
         assert!(t.uses_ext());
         assert_eq!(t.original(&kb("a"), None, None), Err(KeyError::InvalidExtension));
+    }
+
+    #[test]
+    fn keys_read_back_through_their_template() {
+        let t = StorageTemplate::parse("originals/avatars/{shard?}/{key_base}", true).unwrap();
+        let (kb, ext, shard) = t.match_key("originals/avatars/aa/hello").unwrap();
+        assert_eq!((kb.as_str(), ext, shard.as_deref()), ("hello", None, Some("aa")));
+        assert_eq!(t.match_key("originals/avatars/tenant-1/k").unwrap().2.as_deref(), Some("tenant-1"));
+        assert!(t.match_key("originals/photos/aa/hello").is_none());
+        assert!(t.match_key("originals/avatars/aa/hello/x").is_none());
+        let t = StorageTemplate::parse("o/{shard}/{key_base}.{ext}", true).unwrap();
+        let (kb, ext, _) = t.match_key("o/ab/k1.jpg").unwrap();
+        assert_eq!((kb.as_str(), ext.unwrap().as_str()), ("k1", "jpg"));
+        assert!(t.match_key("o/ab/k1").is_none());
     }
 
     #[test]

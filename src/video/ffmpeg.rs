@@ -53,6 +53,15 @@ pub enum VideoError {
     /// The child ran past its deadline and was killed.
     #[error("ffmpeg took longer than {0:?}")]
     TimedOut(Duration),
+    /// The store failed while ffmpeg read the video, or before.
+    #[error("the store failed: {0}")]
+    Store(String),
+    /// The profile makes no proxies (no `proxy_folder`/`formats`, or not this format).
+    #[error("profile '{0}' makes no proxies in this format")]
+    NoProxies(String),
+    /// No original is stored.
+    #[error("original not found")]
+    NoOriginal,
     /// The child failed in another way (killed by a signal, out of memory,
     /// output over its limit, could not start).
     #[error("ffmpeg failed: {0}")]
