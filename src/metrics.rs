@@ -4,7 +4,10 @@
 //! Names (all prefixed `mediaflow_`):
 //! - `http_requests_total{method,route,status}`, `http_request_duration_seconds{method,route}`
 //! - `thumbnail_renders_total{result}`, `thumbnail_render_duration_seconds`,
-//!   `thumbnail_queue_depth`, `thumbnail_rejections_total{reason}`
+//!   `thumbnail_queue_depth`, `thumbnail_rejections_total{reason}` (reasons:
+//!   `overloaded`, `timeout`, `over_budget`, `too_many_pixels`,
+//!   `side_too_long`, `output_too_large`)
+//! - `render_budget_bytes`, `render_budget_in_use_bytes`, `render_budget_waiting`
 //! - `cache_requests_total{result="hit"|"miss"}`, `cache_bytes`, `cache_entries`,
 //!   `variant_store_hits_total`
 //! - `storage_operations_total{backend,op,result}`, `storage_operation_duration_seconds{backend,op}`
@@ -52,7 +55,17 @@ fn describe() {
         "Render time on the blocking pool"
     );
     describe_gauge!("mediaflow_thumbnail_queue_depth", "Renders waiting for a slot");
-    describe_counter!("mediaflow_thumbnail_rejections_total", "Renders refused (overloaded) or abandoned (timeout)");
+    describe_counter!(
+        "mediaflow_thumbnail_rejections_total",
+        "Renders refused (overloaded, over a limit or the memory budget) or abandoned (timeout), by reason"
+    );
+    describe_gauge!("mediaflow_render_budget_bytes", Unit::Bytes, "MAX_RENDER_MEMORY_MB, the renders' memory budget");
+    describe_gauge!(
+        "mediaflow_render_budget_in_use_bytes",
+        Unit::Bytes,
+        "Memory reserved by renders whose work has not stopped yet"
+    );
+    describe_gauge!("mediaflow_render_budget_waiting", "Renders waiting for their share of the memory budget");
     describe_counter!("mediaflow_cache_requests_total", "In-memory variant cache lookups by result");
     describe_gauge!("mediaflow_cache_bytes", Unit::Bytes, "Bytes held by the in-memory variant cache");
     describe_gauge!("mediaflow_cache_entries", "Entries in the in-memory variant cache");

@@ -282,6 +282,159 @@ async fn memory_stays_bounded_under_32_concurrent_cold_renders_of_24_mp() {
     assert!(peak_mib < 300, "peak RSS {peak_mib} MiB with 32 concurrent cold 24 MP renders");
 }
 
+#[path = "common/bombs.rs"]
+mod bombs;
+
+/// Resets the process' peak RSS to its current RSS (Linux 4.0+), so the next
+/// reading is the peak of what happens in between.
+fn reset_peak_rss(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+}
+
+/// One sample of the server's /metrics.
+async fn metric(client: &reqwest::Client, base: &str, name: &str) -> Option<f64> {
+    let text = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Status and JSON code (if any) of an answer, and how long it took.
+async fn timed(req: reqwest::RequestBuilder) -> (u16, String, Duration) {
+    let started = Instant::now();
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let retry_after = resp.headers().get("retry-after").is_some();
+    let body = resp.bytes().await.unwrap();
+    let code = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["code"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    if status == 503 {
+        assert!(retry_after, "503 without Retry-After");
+    }
+    (status, code, started.elapsed())
+}
+
+const BUDGET_MIB: u64 = 256;
+/// What the process may hold beyond the render budget: its own baseline
+/// (code, runtime, a debug build's symbols), the small caches, allocator slack.
+const SLACK_MIB: u64 = 200;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn render_bombs_stay_within_the_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut cmd = command(dir.path());
+    cmd.env("DATA_DIR", &data)
+        .env("MAX_RENDER_MEMORY_MB", BUDGET_MIB.to_string())
+        .env("TRANSFORM_TIMEOUT", "60")
+        .env("MAX_CONCURRENT_TRANSFORMS", "2")
+        .env("CACHE_MEMORY_MB", "16");
+    let server = start(cmd);
+    let pid = server.child.id();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://{}", server.addr);
+    let originals = [
+        ("wide", bombs::png_100m_by_1()),
+        ("deep", bombs::png_rgba16_10k()),
+        ("canvas", bombs::gif_canvas(10_000, 10_000)),
+        ("normal", common_jpeg(1600, 1200)),
+    ];
+    for (id, bytes) in &originals {
+        std::fs::write(sharded(&data, "photos", id), bytes).unwrap();
+    }
+    let gif = originals[2].1.clone();
+    let limit_mib = BUDGET_MIB + SLACK_MIB;
+    let mut report = Vec::new();
+    type Case = (&'static str, Vec<reqwest::RequestBuilder>, u16);
+    let cases: Vec<Case> = vec![
+        // 97 KB, 100 000 000 x 1: a side over 65 535, refused from the header;
+        // four at once, as in the issue (11.6 GB then).
+        (
+            "png 100000000x1, 4 at once",
+            (0..4).map(|i| client.get(format!("{base}/thumb/photo/wide?width={}", 256 + i))).collect(),
+            422,
+        ),
+        // 778 KB, 16-bit RGBA 10000x10000: rows streamed into the box shrink.
+        (
+            "png 16-bit 10000x10000, 2 at once",
+            [256, 512].map(|w| client.get(format!("{base}/thumb/photo/deep?width={w}"))).into(),
+            200,
+        ),
+        // 35 bytes, a 10000x10000 canvas.
+        ("gif 10000x10000 canvas", vec![client.get(format!("{base}/thumb/photo/canvas?width=256"))], 200),
+        // POST renders every size of `default` (128, 256, 512) in parallel,
+        // each reserving its own share.
+        (
+            "gif 10000x10000 canvas by POST",
+            vec![client.post(format!("{base}/thumb/default/canvaspost")).header("content-type", "image/gif").body(gif)],
+            201,
+        ),
+        ("a normal 1600x1200 JPEG right after", vec![client.get(format!("{base}/thumb/photo/normal?width=300"))], 200),
+    ];
+    for (what, requests, want) in cases {
+        reset_peak_rss(pid);
+        let before = peak_rss_kib(pid) / 1024;
+        let answers = futures::future::join_all(requests.into_iter().map(timed)).await;
+        let peak = peak_rss_kib(pid) / 1024;
+        let slowest = answers.iter().map(|a| a.2).max().unwrap();
+        report.push(format!(
+            "{what}: {:?}, slowest {slowest:.1?}, peak RSS {peak} MiB (from {before})",
+            answers.iter().map(|a| a.0).collect::<Vec<_>>()
+        ));
+        for (status, code, _) in &answers {
+            assert_eq!(*status, want, "{what}: {code}");
+            if want == 422 {
+                assert_eq!(code, "image_too_large");
+            }
+        }
+        assert!(peak < limit_mib, "{what}: peak RSS {peak} MiB, over {limit_mib}");
+        assert!(slowest < Duration::from_secs(60), "{what}: {slowest:?}");
+    }
+    assert_eq!(metric(&client, &base, "mediaflow_render_budget_in_use_bytes").await, Some(0.0));
+    eprintln!("render bombs (MAX_RENDER_MEMORY_MB={BUDGET_MIB}):\n  {}", report.join("\n  "));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_render_past_the_timeout_stops_and_the_next_one_is_not_queued_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut cmd = command(dir.path());
+    cmd.env("DATA_DIR", &data)
+        .env("MAX_RENDER_MEMORY_MB", BUDGET_MIB.to_string())
+        .env("TRANSFORM_TIMEOUT", "1")
+        .env("MAX_CONCURRENT_TRANSFORMS", "1");
+    let server = start(cmd);
+    let pid = server.child.id();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://{}", server.addr);
+    // Several seconds of decoding (16-bit RGBA, every row Paeth-filtered) for 800 KB.
+    std::fs::write(sharded(&data, "photos", "slow"), bombs::png_slow()).unwrap();
+    std::fs::write(sharded(&data, "photos", "after"), common_jpeg(1600, 1200)).unwrap();
+
+    reset_peak_rss(pid);
+    let (status, code, took) = timed(client.get(format!("{base}/thumb/photo/slow?width=256"))).await;
+    assert_eq!((status, code.as_str()), (503, "overloaded"));
+    assert!(took < Duration::from_secs(4), "answered after {took:?} with TRANSFORM_TIMEOUT=1");
+    // The abandoned render stops within about a second and gives its
+    // memory back only then.
+    let started = Instant::now();
+    while metric(&client, &base, "mediaflow_render_budget_in_use_bytes").await != Some(0.0) {
+        assert!(started.elapsed() < Duration::from_secs(5), "the abandoned render is still running");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopped = took + started.elapsed();
+    // The single render thread is free: a normal thumbnail is made now.
+    let (status, _, next) = timed(client.get(format!("{base}/thumb/photo/after?width=300"))).await;
+    assert_eq!(status, 200);
+    assert!(next < Duration::from_secs(20), "{next:?}");
+    let peak = peak_rss_kib(pid) / 1024;
+    assert!(peak < BUDGET_MIB + SLACK_MIB, "peak RSS {peak} MiB");
+    assert_eq!(metric(&client, &base, r#"mediaflow_thumbnail_rejections_total{reason="timeout"}"#).await, Some(1.0));
+    eprintln!(
+        "timeout: 503 after {took:.1?}, work stopped after {stopped:.1?}, next render {next:.1?}, peak RSS {peak} MiB"
+    );
+}
+
 #[tokio::test]
 async fn an_open_service_stays_on_loopback_unless_told_otherwise() {
     let dir = tempfile::tempdir().unwrap();

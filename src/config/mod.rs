@@ -116,9 +116,12 @@ pub struct Settings {
     /// Largest source image, in pixels (width × height).
     #[arg(long, env = "MAX_SOURCE_PIXELS", default_value_t = 100_000_000)]
     pub max_source_pixels: u64,
-    /// Seconds a transform may run before it is abandoned.
+    /// Seconds a transform may run; then it is answered 503 and its work stops.
     #[arg(long, env = "TRANSFORM_TIMEOUT", default_value_t = 30)]
     pub transform_timeout: u64,
+    /// Memory budget of the renders running at once, MiB (estimated from each source's header).
+    #[arg(long, env = "MAX_RENDER_MEMORY_MB", default_value_t = 1024)]
+    pub max_render_memory_mb: u64,
     /// Seconds a request may take to produce its response headers.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = 60)]
     pub request_timeout: u64,
@@ -193,6 +196,8 @@ pub struct TransformConfig {
     pub max_pixels: u64,
     /// Per-transform time limit.
     pub timeout: Duration,
+    /// Memory budget of the renders running at once, bytes.
+    pub max_render_memory: u64,
 }
 
 /// Video settings.
@@ -282,6 +287,15 @@ fn non_empty(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.trim().is_empty())
 }
 
+/// MAX_RENDER_MEMORY_MB in bytes: at least 16 MiB (a budget smaller than a
+/// small thumbnail's needs would refuse every image), at most 4 TiB.
+fn render_memory(mb: u64) -> Result<u64, SettingsError> {
+    if !(16..=4 << 20).contains(&mb) {
+        return Err(invalid("MAX_RENDER_MEMORY_MB", format!("must be between 16 and 4194304, got {mb}")));
+    }
+    Ok(mb << 20)
+}
+
 fn check_url(name: &'static str, url: &Option<String>) -> Result<(), SettingsError> {
     match url {
         Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
@@ -364,6 +378,7 @@ impl Config {
                 queue: s.transform_queue,
                 max_pixels: s.max_source_pixels,
                 timeout: secs("TRANSFORM_TIMEOUT", s.transform_timeout)?,
+                max_render_memory: render_memory(s.max_render_memory_mb)?,
             },
             http: HttpConfig {
                 request_timeout: secs("REQUEST_TIMEOUT", s.request_timeout)?,
@@ -406,6 +421,14 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn render_memory_budget_is_in_mib_with_a_floor() {
+        assert_eq!(Config::for_fs("/tmp/x").transforms.max_render_memory, 1024 << 20, "default 1024 MiB");
+        assert_eq!(render_memory(256), Ok(256 << 20));
+        assert!(render_memory(15).unwrap_err().to_string().starts_with("MAX_RENDER_MEMORY_MB"));
+        assert!(render_memory(u64::MAX).is_err());
+    }
 
     #[test]
     fn defaults_do_not_read_the_environment() {

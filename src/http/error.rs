@@ -69,9 +69,15 @@ pub enum ApiError {
     /// 415: the source cannot be decoded.
     #[error("{0}")]
     UnsupportedMedia(String),
-    /// 422: the source image is over the pixel limit.
-    #[error("{0}")]
-    ImageTooLarge(String),
+    /// 422: the source image is over a limit (pixels, side, the output
+    /// format's size, the render memory budget).
+    #[error("{message}")]
+    ImageTooLarge {
+        /// What is over which limit.
+        message: String,
+        /// What the client can do about it.
+        hint: Option<String>,
+    },
     /// 503 with Retry-After: the transform queue is full, or the service is draining.
     #[error("{message}")]
     Overloaded {
@@ -143,7 +149,7 @@ impl ApiError {
             Self::BatchSizeExceeded(_) => (StatusCode::BAD_REQUEST, "batch_size_exceeded"),
             Self::UploadVerificationFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "upload_verification_failed"),
             Self::UnsupportedMedia(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media"),
-            Self::ImageTooLarge(_) => (StatusCode::UNPROCESSABLE_ENTITY, "image_too_large"),
+            Self::ImageTooLarge { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "image_too_large"),
             Self::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::Storage(_) => (StatusCode::BAD_GATEWAY, "storage_error"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
@@ -156,7 +162,7 @@ impl ApiError {
 
     fn hint(&self) -> Option<String> {
         match self {
-            Self::BadRequest { hint, .. } => hint.clone(),
+            Self::BadRequest { hint, .. } | Self::ImageTooLarge { hint, .. } => hint.clone(),
             Self::Unauthorized(_) => Some("send 'Authorization: Bearer <API_KEY>' or 'X-API-Key: <API_KEY>'".into()),
             Self::Overloaded { .. } => Some("retry after the number of seconds in Retry-After".into()),
             Self::Storage(_) => Some("the object store did not answer as expected; retry later".into()),
@@ -290,7 +296,7 @@ impl From<ThumbError> for ApiError {
         match e {
             ThumbError::OriginalNotFound => Self::NotFound(message),
             ThumbError::Unsupported(_) => Self::UnsupportedMedia(message),
-            ThumbError::TooLarge(_) => Self::ImageTooLarge(message),
+            ThumbError::TooLarge { hint, .. } => Self::ImageTooLarge { message, hint },
             ThumbError::Overloaded | ThumbError::TimedOut => Self::Overloaded { message, retry_after: 1 },
             ThumbError::Storage(_) => Self::Storage(message),
             ThumbError::Internal(_) => Self::Internal(message),
@@ -392,7 +398,7 @@ mod tests {
             (ApiError::BatchSizeExceeded("x".into()), 400, "batch_size_exceeded"),
             (ApiError::UploadVerificationFailed("x".into()), 422, "upload_verification_failed"),
             (ApiError::UnsupportedMedia("x".into()), 415, "unsupported_media"),
-            (ApiError::ImageTooLarge("x".into()), 422, "image_too_large"),
+            (ApiError::ImageTooLarge { message: "x".into(), hint: None }, 422, "image_too_large"),
             (ApiError::Overloaded { message: "x".into(), retry_after: 1 }, 503, "overloaded"),
             (ApiError::Storage("x".into()), 502, "storage_error"),
             (ApiError::NotImplemented("x".into()), 501, "not_implemented"),

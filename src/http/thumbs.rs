@@ -51,9 +51,9 @@ pub struct ThumbQuery {
         (status = 403, description = "A signature is needed and missing or wrong", body = ErrorBody),
         (status = 404, description = "Unknown profile or missing original", body = ErrorBody),
         (status = 415, description = "The original cannot be decoded", body = ErrorBody),
-        (status = 422, description = "The original is over the pixel limit", body = ErrorBody),
+        (status = 422, description = "Over a limit: the source's pixels or side, the format's own size (WebP: 16383 px), or the render memory budget", body = ErrorBody),
         (status = 502, description = "The store failed", body = ErrorBody),
-        (status = 503, description = "Too many renders waiting", body = ErrorBody),
+        (status = 503, description = "Too many renders waiting, or the render took longer than TRANSFORM_TIMEOUT (with Retry-After)", body = ErrorBody),
     ))]
 pub async fn get_thumb(
     State(state): State<AppState>,
@@ -183,7 +183,7 @@ pub struct ImageForm {
         (status = 404, description = "Unknown profile", body = ErrorBody),
         (status = 413, description = "Over the profile's size limit", body = ErrorBody),
         (status = 415, description = "The image cannot be decoded", body = ErrorBody),
-        (status = 422, description = "The image is over the pixel limit", body = ErrorBody),
+        (status = 422, description = "Over a limit: the image's pixels or side, a size's format limit, or the render memory budget", body = ErrorBody),
         (status = 502, description = "The store failed", body = ErrorBody),
         (status = 503, description = "Too many renders waiting", body = ErrorBody),
     ),

@@ -6,12 +6,29 @@ use image::ImageEncoder;
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use jpeg_encoder::{ColorType, Encoder, SamplingFactor};
 
-use super::{Bitmap, ImageError, OutputFormat, webp};
+use super::{Bitmap, Cancel, ImageError, OutputFormat, webp};
 
 /// Encodes `bitmap` as `format`. `quality` is 0–100 (unused for PNG).
-pub(crate) fn encode(bitmap: &Bitmap, format: OutputFormat, quality: u8) -> Result<Vec<u8>, ImageError> {
+/// Only the WebP encoder can be interrupted (by `cancel`); the others run
+/// to their end, which for the sizes the limits allow is bounded.
+pub(crate) fn encode(
+    bitmap: &Bitmap,
+    format: OutputFormat,
+    quality: u8,
+    cancel: &Cancel,
+) -> Result<Vec<u8>, ImageError> {
+    if bitmap.width > format.max_side() || bitmap.height > format.max_side() {
+        return Err(ImageError::OutputTooLarge {
+            width: bitmap.width,
+            height: bitmap.height,
+            format,
+            max_side: format.max_side(),
+        });
+    }
     match format {
-        OutputFormat::Webp => webp::encode_lossy(&bitmap.data, bitmap.width, bitmap.height, bitmap.channels, quality),
+        OutputFormat::Webp => {
+            webp::encode_lossy_cancellable(&bitmap.data, bitmap.width, bitmap.height, bitmap.channels, quality, cancel)
+        }
         OutputFormat::Jpeg => encode_jpeg(bitmap, quality),
         OutputFormat::Png => encode_png(bitmap),
         OutputFormat::Avif => encode_avif(bitmap, quality),

@@ -1,31 +1,41 @@
-//! Pure, synchronous image pipeline: sniff → probe → decode → resize → colour
-//! manage → orient → encode.
+//! Pure, synchronous image pipeline: sniff → probe → plan → decode (with a box
+//! pre-shrink) → resize → colour manage → orient → encode.
 //!
 //! Nothing in here does I/O, spawns threads or is async; callers run
-//! [`thumbnail`] on a blocking thread pool. Every public entry point is
+//! [`thumbnail`] (or [`plan`], then [`render`] with a [`Cancel`] flag) on a
+//! blocking thread pool. [`plan`] checks every limit it can from the header
+//! and prices the render's peak memory ([`MemoryEstimate`]) before anything
+//! is decoded, so a caller can refuse it or reserve that memory first. Every public entry point is
 //! panic-free: C decoders report errors by unwinding and any unexpected panic
 //! in pure-Rust code is caught at the boundary and turned into an
 //! [`ImageError`]. This relies on the final binary being built with
 //! `panic = "unwind"` (the default); with `panic = "abort"` a corrupt JPEG
 //! would abort the process.
 //!
-//! Pipeline order is chosen for speed: shrink as early as possible (JPEG DCT
-//! scaling inside the decoder, then a Lanczos3 resize), and do colour
-//! management and EXIF orientation on the small result, where they cost
-//! almost nothing.
+//! Pipeline order is chosen for speed and memory: shrink as early as possible
+//! (JPEG DCT scaling inside the decoder, an integer box shrink fed row by row
+//! by the decoders, then a Lanczos3 resize), and do colour management and
+//! EXIF orientation on the small result, where they cost almost nothing.
 
+mod cancel;
 mod color;
 mod decode;
 mod encode;
+mod estimate;
 mod resize;
+mod shrink;
 mod sniff;
 mod webp;
 
+#[cfg(test)]
+mod limits_tests;
 #[cfg(test)]
 mod tests;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+pub use cancel::Cancel;
+pub use estimate::{MemoryEstimate, estimate};
 pub use sniff::{probe, sniff};
 
 /// Container format of a source image, recognised from its magic bytes.
@@ -123,6 +133,20 @@ impl OutputFormat {
         }
     }
 
+    /// Longest side, in pixels, the format can hold: WebP stores 14-bit
+    /// sizes; baseline JPEG 16-bit ones; rav1e encodes AVIF up to 65 535,
+    /// but libavif and CrabbyAvif (the browsers' decoders) refuse sides over
+    /// 32 768 by default, and a file no browser shows is no thumbnail; PNG's
+    /// 31-bit sizes are never the limit.
+    pub fn max_side(&self) -> u32 {
+        match self {
+            OutputFormat::Webp => webp::MAX_DIMENSION,
+            OutputFormat::Jpeg => 65_535,
+            OutputFormat::Avif => 32_768,
+            OutputFormat::Png => i32::MAX as u32,
+        }
+    }
+
     /// Parses a format name as used in URLs: `webp`, `jpeg`, `jpg`, `png`,
     /// `avif` (ASCII case-insensitive). Anything else is `None`.
     pub fn from_name(s: &str) -> Option<Self> {
@@ -154,16 +178,44 @@ impl Default for Limits {
     }
 }
 
-/// What [`probe`] learns from a header: format and stored pixel dimensions
-/// (before any EXIF orientation is applied).
+/// Longest side accepted from any source, whatever its pixel count: wider
+/// images make every row buffer huge (a 100 000 000 × 1 PNG is one 300 MB
+/// row) and no browser or camera makes them.
+pub const MAX_SOURCE_SIDE: u32 = 65_535;
+
+/// What [`probe`] learns from a header and the file's block structure:
+/// everything a render's memory estimate needs, found without decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageInfo {
     /// Sniffed container format.
     pub format: SourceFormat,
-    /// Stored width in pixels.
+    /// Stored width in pixels (GIF and animated WebP: the canvas).
     pub width: u32,
     /// Stored height in pixels.
     pub height: u32,
+    /// Bits per sample as stored: 8 for most sources, 16 for deep PNGs, 12
+    /// for 12-bit JPEGs, 1–4 for packed PNG samples.
+    pub bit_depth: u8,
+    /// Samples per decoded pixel: 1 grey, 2 grey + alpha, 3 colour, 4
+    /// colour + alpha (palettes and PNG tRNS expanded), or a JPEG's
+    /// component count (4 for CMYK/YCCK).
+    pub channels: u8,
+    /// Frames of an animation (GIF image blocks, animated WebP ANMF
+    /// chunks); 1 for a still image. APNG counts 1: only its default image
+    /// is ever decoded.
+    pub frames: u32,
+    /// The largest single frame's own rectangle, in pixels (GIF and WebP
+    /// frames may be larger than the canvas); `width * height` otherwise.
+    pub max_frame_pixels: u64,
+    /// Whether the decoder must hold the whole image before it can give a
+    /// row: progressive or multi-scan JPEG, interlaced PNG, interlaced
+    /// first GIF frame.
+    pub buffered: bool,
+    /// JPEG: 8×8 DCT blocks over all components, rounded to whole MCUs —
+    /// what a buffered decode keeps in memory (128 bytes each). 0 otherwise.
+    pub coefficient_blocks: u64,
+    /// EXIF orientation, 1–8 (1 when there is none).
+    pub orientation: u8,
 }
 
 /// What thumbnail to make.
@@ -210,6 +262,29 @@ pub enum ImageError {
         /// The limit in force.
         max_pixels: u64,
     },
+    /// A side of the source is longer than [`MAX_SOURCE_SIDE`].
+    #[error("image too large: {width}x{height} has a side over {max_side} pixels")]
+    SideTooLong {
+        /// Stored width from the header.
+        width: u32,
+        /// Stored height from the header.
+        height: u32,
+        /// The limit in force.
+        max_side: u32,
+    },
+    /// The thumbnail would be larger than its format can hold (WebP: 16 383
+    /// pixels a side). Found from the header, before decoding.
+    #[error("a {width}x{height} {} thumbnail is over the format's limit of {max_side} pixels a side", format.extension())]
+    OutputTooLarge {
+        /// Output width.
+        width: u32,
+        /// Output height.
+        height: u32,
+        /// The format asked for.
+        format: OutputFormat,
+        /// That format's limit.
+        max_side: u32,
+    },
     /// A recognised image whose data is corrupt.
     #[error("cannot decode image: {0}")]
     Decode(String),
@@ -219,23 +294,85 @@ pub enum ImageError {
     /// The [`ThumbSpec`] itself is invalid (e.g. width 0).
     #[error("invalid thumbnail request: {0}")]
     InvalidSpec(String),
+    /// The [`Cancel`] flag was raised; the render stopped where it was.
+    #[error("the render was cancelled")]
+    Cancelled,
 }
 
-/// Makes a thumbnail of `bytes`: `spec.width` wide (never wider than the
-/// source), EXIF orientation applied, converted to sRGB, encoded as
-/// `spec.format` without any metadata.
-///
-/// The source's header is checked against `limits` before anything is
-/// decoded, so oversized images are refused in microseconds.
-pub fn thumbnail(bytes: &[u8], spec: &ThumbSpec, limits: &Limits) -> Result<Thumbnail, ImageError> {
-    // The C decoders unwind on error (caught closer to them); this outer
-    // guard turns any unexpected panic anywhere else into an error as well,
-    // so a hostile upload can never take a worker thread down.
-    catch_unwind(AssertUnwindSafe(|| thumbnail_inner(bytes, spec, limits)))
-        .unwrap_or_else(|payload| Err(ImageError::Decode(panic_message(payload.as_ref()))))
+impl ImageError {
+    /// What the client can do about it, for the errors where there is
+    /// something to say.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ImageError::OutputTooLarge { width, height, format, .. } => {
+                let side = (*width).max(*height);
+                let fits: Vec<String> = [OutputFormat::Jpeg, OutputFormat::Avif, OutputFormat::Png, OutputFormat::Webp]
+                    .into_iter()
+                    .filter(|f| f != format && f.max_side() >= side)
+                    .map(|f| match f {
+                        OutputFormat::Png => "png".to_owned(),
+                        f => format!("{} (up to {} px)", f.extension(), f.max_side()),
+                    })
+                    .collect();
+                let mut hint = format!("{} holds at most {} pixels a side; ", format.extension(), format.max_side());
+                if !fits.is_empty() {
+                    hint.push_str(&format!("ask for format={}, or ", fits.join(" or format=")));
+                }
+                hint.push_str("ask for a smaller width");
+                Some(hint)
+            }
+            ImageError::TooLarge { max_pixels, .. } => Some(format!("sources are limited to {max_pixels} pixels")),
+            ImageError::SideTooLong { max_side, .. } => {
+                Some(format!("sources are limited to {max_side} pixels a side"))
+            }
+            _ => None,
+        }
+    }
 }
 
-fn thumbnail_inner(bytes: &[u8], spec: &ThumbSpec, limits: &Limits) -> Result<Thumbnail, ImageError> {
+/// Every size a render goes through, decided from the header before any
+/// pixel is decoded. [`estimate`] prices it; the decoders follow it, so the
+/// estimate and the work cannot drift apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// JPEG DCT scale numerator (of 8) for the mozjpeg path; 8 elsewhere.
+    pub dct_scale: u8,
+    /// Size the decoder produces (after DCT scaling), stored orientation.
+    pub decoded: (u32, u32),
+    /// Integer box pre-shrink factors (x, y); 1 for none.
+    pub shrink: (u32, u32),
+    /// After the box pre-shrink; equal to `decoded` when there is none.
+    pub shrunk: (u32, u32),
+    /// After the Lanczos3 resize, stored orientation.
+    pub resized: (u32, u32),
+    /// The thumbnail, displayed (EXIF-oriented) orientation.
+    pub output: (u32, u32),
+    /// Channels of the pipeline's bitmaps: 3 (RGB) or 4 (RGBA).
+    pub channels: u8,
+    /// Whether the decoder hands rows straight to the pre-shrink (JPEG via
+    /// mozjpeg, non-interlaced PNG, GIF) rather than first making the whole
+    /// decoded image (WebP, BMP, CMYK JPEG, interlaced PNG).
+    pub streamed: bool,
+}
+
+/// A render decided from the header: what it makes, how, and what it costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// The probed header.
+    pub info: ImageInfo,
+    /// What to make.
+    pub spec: ThumbSpec,
+    /// The sizes it goes through.
+    pub geometry: Geometry,
+    /// Its peak memory.
+    pub memory: MemoryEstimate,
+}
+
+/// Checks `bytes`' header against `limits` and the output format's own
+/// limit, and plans the render (sizes and peak memory) without decoding.
+/// Costs microseconds (a GIF or WebP is walked block by block to count its
+/// frames).
+pub fn plan(bytes: &[u8], spec: &ThumbSpec, limits: &Limits) -> Result<Plan, ImageError> {
     if spec.width == 0 {
         return Err(ImageError::InvalidSpec("width must be at least 1".into()));
     }
@@ -244,31 +381,96 @@ fn thumbnail_inner(bytes: &[u8], spec: &ThumbSpec, limits: &Limits) -> Result<Th
     if !info.format.is_decodable() {
         return Err(ImageError::Unsupported(format!("{} decoding is not supported", info.format.name())));
     }
+    let geometry = geometry(&info, spec);
+    let (width, height) = geometry.output;
+    let max_side = spec.format.max_side();
+    if width > max_side || height > max_side {
+        return Err(ImageError::OutputTooLarge { width, height, format: spec.format, max_side });
+    }
+    let memory = estimate(&info, &geometry, spec.format, bytes.len() as u64);
+    Ok(Plan { info, spec: *spec, geometry, memory })
+}
 
-    let decoded = decode::decode(bytes, &info, spec.width, limits)?;
-    let orientation = decoded.orientation;
+/// The sizes a render of `info` for `spec` goes through.
+pub fn geometry(info: &ImageInfo, spec: &ThumbSpec) -> Geometry {
+    geometry_with(info, spec, decode::mozjpeg_decodes(info))
+}
 
-    // Output size is derived from the header dimensions, not from the
-    // (possibly DCT-scaled) decoded bitmap, so the aspect ratio is exact.
-    let (out_w, out_h) = target_size(info.width, info.height, orientation, spec.width);
-    // Size to resize to in stored (pre-orientation) space.
-    let (stored_w, stored_h) = if orientation.swaps_axes() { (out_h, out_w) } else { (out_w, out_h) };
+/// [`geometry`], with the JPEG path chosen: `dct` for mozjpeg (DCT scaling,
+/// rows streamed), else the full-size decode the fallback does.
+pub(crate) fn geometry_with(info: &ImageInfo, spec: &ThumbSpec, dct: bool) -> Geometry {
+    let orientation = Orientation::from_exif(u16::from(info.orientation));
+    let output = target_size(info.width, info.height, orientation, spec.width.max(1));
+    let resized = if orientation.swaps_axes() { (output.1, output.0) } else { output };
+    let dct_scale = if dct { decode::jpeg_scale(info.width, info.height, resized.0, resized.1) } else { 8 };
+    let scaled = |v: u32| (u64::from(v) * u64::from(dct_scale)).div_ceil(8) as u32;
+    let decoded = (scaled(info.width), scaled(info.height));
+    let shrink = (shrink::shrink_factor(decoded.0, resized.0), shrink::shrink_factor(decoded.1, resized.1));
+    let shrunk = (decoded.0.div_ceil(shrink.0), decoded.1.div_ceil(shrink.1));
+    let alpha = info.channels == 2 || (info.channels == 4 && info.format != SourceFormat::Jpeg);
+    let streamed = match info.format {
+        SourceFormat::Jpeg => dct,
+        SourceFormat::Png => !info.buffered,
+        SourceFormat::Gif => true,
+        _ => false,
+    };
+    Geometry { dct_scale, decoded, shrink, shrunk, resized, output, channels: if alpha { 4 } else { 3 }, streamed }
+}
 
-    let mut bitmap = resize::resize(decoded.bitmap, stored_w, stored_h)?;
+/// Makes a thumbnail of `bytes`: `spec.width` wide (never wider than the
+/// source), EXIF orientation applied, converted to sRGB, encoded as
+/// `spec.format` without any metadata.
+///
+/// The source's header is checked against `limits` before anything is
+/// decoded, so oversized images are refused in microseconds. This is
+/// [`plan`] then [`render`], with nothing to cancel it.
+pub fn thumbnail(bytes: &[u8], spec: &ThumbSpec, limits: &Limits) -> Result<Thumbnail, ImageError> {
+    let plan = plan(bytes, spec, limits)?;
+    render(bytes, &plan, &Cancel::new())
+}
+
+/// Carries out `plan` on `bytes` (the same bytes it was made from).
+///
+/// `cancel` is checked between stages and inside them (per band of rows
+/// while decoding, per chunk of input in libjpeg, by libwebp's progress
+/// hook while encoding): once raised, the render stops within a few
+/// milliseconds of work and returns [`ImageError::Cancelled`], freeing its
+/// buffers.
+pub fn render(bytes: &[u8], plan: &Plan, cancel: &Cancel) -> Result<Thumbnail, ImageError> {
+    // The C decoders unwind on error (caught closer to them); this outer
+    // guard turns any unexpected panic anywhere else into an error as well,
+    // so a hostile upload can never take a worker thread down.
+    catch_unwind(AssertUnwindSafe(|| render_inner(bytes, plan, cancel)))
+        .unwrap_or_else(|payload| Err(ImageError::Decode(panic_message(payload.as_ref()))))
+}
+
+fn render_inner(bytes: &[u8], plan: &Plan, cancel: &Cancel) -> Result<Thumbnail, ImageError> {
+    cancel.check()?;
+    let g = &plan.geometry;
+    let decoded = decode::decode(bytes, plan, cancel)?;
+    cancel.check()?;
+    let mut bitmap = resize::resize(decoded.bitmap, g.resized.0, g.resized.1)?;
+    cancel.check()?;
     if let Some(icc) = decoded.icc.as_deref() {
         color::to_srgb(&mut bitmap, icc);
     }
+    let orientation = Orientation::from_exif(u16::from(plan.info.orientation));
     let bitmap = resize::orient(bitmap, orientation);
-    debug_assert_eq!((bitmap.width, bitmap.height), (out_w, out_h));
-
-    let bytes = encode::encode(&bitmap, spec.format, spec.quality.min(100))?;
-    Ok(Thumbnail { bytes, width: bitmap.width, height: bitmap.height, format: spec.format })
+    debug_assert_eq!((bitmap.width, bitmap.height), g.output);
+    cancel.check()?;
+    let bytes = encode::encode(&bitmap, plan.spec.format, plan.spec.quality.min(100), cancel)?;
+    Ok(Thumbnail { bytes, width: bitmap.width, height: bitmap.height, format: plan.spec.format })
 }
 
+/// The source limits: pixel count (of the canvas and of any single frame)
+/// and side length.
 fn check_limits(info: &ImageInfo, limits: &Limits) -> Result<(), ImageError> {
     let pixels = u64::from(info.width) * u64::from(info.height);
-    if pixels > limits.max_pixels {
+    if pixels > limits.max_pixels || info.max_frame_pixels > limits.max_pixels {
         return Err(ImageError::TooLarge { width: info.width, height: info.height, max_pixels: limits.max_pixels });
+    }
+    if info.width > MAX_SOURCE_SIDE || info.height > MAX_SOURCE_SIDE {
+        return Err(ImageError::SideTooLong { width: info.width, height: info.height, max_side: MAX_SOURCE_SIDE });
     }
     Ok(())
 }

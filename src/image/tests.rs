@@ -195,7 +195,9 @@ fn sniff_recognises_magic_bytes() {
 fn probe_reads_header_dimensions() {
     let img = marked_rgb(123, 45);
     let jpeg = jpeg_from_rgb(&img, 90, &JpegMeta::default());
-    assert_eq!(probe(&jpeg).unwrap(), ImageInfo { format: SourceFormat::Jpeg, width: 123, height: 45 });
+    let info = probe(&jpeg).unwrap();
+    assert_eq!((info.format, info.width, info.height), (SourceFormat::Jpeg, 123, 45));
+    assert_eq!((info.channels, info.bit_depth, info.frames, info.buffered, info.orientation), (3, 8, 1, false, 1));
     let dynimg = DynamicImage::ImageRgb8(img.clone());
     let png = png_from(&dynimg);
     assert_eq!(probe(&png).unwrap().width, 123);

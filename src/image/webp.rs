@@ -14,7 +14,7 @@ use std::mem::MaybeUninit;
 
 use libwebp_sys as sys;
 
-use super::ImageError;
+use super::{Cancel, ImageError};
 
 /// Largest width/height a WebP image may have.
 pub(crate) const MAX_DIMENSION: u32 = 16383;
@@ -24,12 +24,26 @@ pub(crate) const MAX_DIMENSION: u32 = 16383;
 /// default speed/size trade-off), single-threaded. The output is a bare
 /// `VP8 `/`VP8X+ALPH` file: no EXIF, XMP or ICC chunk is ever written. An
 /// alpha channel that is fully opaque is dropped by libwebp itself.
+#[cfg(test)]
 pub(crate) fn encode_lossy(
     data: &[u8],
     width: u32,
     height: u32,
     channels: u8,
     quality: u8,
+) -> Result<Vec<u8>, ImageError> {
+    encode_lossy_cancellable(data, width, height, channels, quality, &Cancel::new())
+}
+
+/// [`encode_lossy`], stopped by libwebp itself (its progress hook, called
+/// between the encoder's passes over the picture) once `cancel` is raised.
+pub(crate) fn encode_lossy_cancellable(
+    data: &[u8],
+    width: u32,
+    height: u32,
+    channels: u8,
+    quality: u8,
+    cancel: &Cancel,
 ) -> Result<Vec<u8>, ImageError> {
     if width == 0 || height == 0 || width > MAX_DIMENSION || height > MAX_DIMENSION {
         return Err(ImageError::Encode(format!("webp: {width}x{height} is outside 1..={MAX_DIMENSION}")));
@@ -84,10 +98,16 @@ pub(crate) fn encode_lossy(
     let mut writer = WriterGuard::new();
     pic.writer = Some(sys::WebPMemoryWrite);
     pic.custom_ptr = (&mut writer.0 as *mut sys::WebPMemoryWriter).cast();
+    pic.progress_hook = Some(progress);
+    pic.user_data = (cancel as *const Cancel).cast_mut().cast();
     // SAFETY: config and picture are initialised; custom_ptr points at a
-    // WebPMemoryWriter that outlives the call and is not moved during it.
+    // WebPMemoryWriter and user_data at a Cancel, both of which outlive the
+    // call and are not moved during it.
     let ok = unsafe { sys::WebPEncode(&config, pic) };
     if ok == 0 {
+        if cancel.is_cancelled() {
+            return Err(ImageError::Cancelled);
+        }
         return Err(ImageError::Encode(format!("webp: encoding failed ({:?})", pic.error_code)));
     }
     let w = &writer.0;
@@ -96,6 +116,15 @@ pub(crate) fn encode_lossy(
     }
     // SAFETY: the memory writer owns `size` initialised bytes at `mem`.
     Ok(unsafe { std::slice::from_raw_parts(w.mem, w.size) }.to_vec())
+}
+
+/// libwebp's progress hook: returning 0 aborts the encode
+/// (`VP8_ENC_ERROR_USER_ABORT`).
+unsafe extern "C" fn progress(_percent: c_int, picture: *const sys::WebPPicture) -> c_int {
+    // SAFETY: libwebp passes the picture being encoded, whose user_data was
+    // set above to a Cancel that outlives WebPEncode.
+    let cancel = unsafe { &*((*picture).user_data as *const Cancel) };
+    c_int::from(!cancel.is_cancelled())
 }
 
 /// Owns an initialised `WebPPicture`; frees its pixel buffers on drop.

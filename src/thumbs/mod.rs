@@ -7,8 +7,12 @@
 //! - Concurrent requests for one missing variant share one render
 //!   (single-flight), and identical requests are coalesced before they queue.
 //! - Renders run on a pool of `MAX_CONCURRENT_TRANSFORMS` threads; at most `TRANSFORM_QUEUE` wait; beyond that the answer is 503.
+//! - Each render reserves its estimated peak memory from `MAX_RENDER_MEMORY_MB`
+//!   before decoding (waiting while it is spent) and holds it until its work
+//!   has stopped; past `TRANSFORM_TIMEOUT` it is answered 503 and cancelled.
 //! - The answer does not wait for the variant's store write; shutdown does.
 
+mod budget;
 mod limiter;
 mod request;
 pub mod signature;
@@ -23,13 +27,14 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use md5::{Digest, Md5};
 
+pub use budget::{OverBudget, RenderBudget, Reservation};
 pub use limiter::{Limiter, Overloaded};
 pub use request::{FormatChoice, VariantRequest, resolve_variant};
 pub use signature::{SignatureError, UrlSignature};
 
 use crate::assets::AssetKey;
 use crate::config::Config;
-use crate::image::{self, ImageError, Limits, OutputFormat, ThumbSpec};
+use crate::image::{self, Cancel, ImageError, Limits, OutputFormat, ThumbSpec};
 use crate::shutdown::Lifecycle;
 use crate::storage::{ByteRange, DynStore, ObjectKey, PutOptions, StorageError};
 
@@ -67,9 +72,15 @@ pub enum ThumbError {
     /// The source cannot be decoded.
     #[error("{0}")]
     Unsupported(String),
-    /// The source is over the pixel limit.
-    #[error("{0}")]
-    TooLarge(String),
+    /// The source is over a limit: pixels, side length, the output format's
+    /// size, or the render memory budget.
+    #[error("{message}")]
+    TooLarge {
+        /// What is over which limit.
+        message: String,
+        /// What the client can do about it.
+        hint: Option<String>,
+    },
     /// Too many renders waiting.
     #[error("too many thumbnails are being made; retry shortly")]
     Overloaded,
@@ -96,8 +107,12 @@ impl From<StorageError> for ThumbError {
 impl From<ImageError> for ThumbError {
     fn from(e: ImageError) -> Self {
         match e {
-            ImageError::TooLarge { .. } => Self::TooLarge(e.to_string()),
+            ImageError::TooLarge { .. } | ImageError::SideTooLong { .. } | ImageError::OutputTooLarge { .. } => {
+                Self::TooLarge { message: e.to_string(), hint: e.hint() }
+            }
             ImageError::Unsupported(_) | ImageError::Decode(_) => Self::Unsupported(e.to_string()),
+            // Only the timeout cancels a render.
+            ImageError::Cancelled => Self::TimedOut,
             ImageError::Encode(_) | ImageError::InvalidSpec(_) => Self::Internal(e.to_string()),
         }
     }
@@ -107,6 +122,39 @@ impl From<ImageError> for ThumbError {
 fn rejected(reason: &'static str, e: ThumbError) -> ThumbError {
     metrics::counter!("mediaflow_thumbnail_rejections_total", "reason" => reason).increment(1);
     e
+}
+
+/// The rejection reason of a render the plan refused, if it is a limit.
+fn limit_reason(e: &ImageError) -> Option<&'static str> {
+    match e {
+        ImageError::TooLarge { .. } => Some("too_many_pixels"),
+        ImageError::SideTooLong { .. } => Some("side_too_long"),
+        ImageError::OutputTooLarge { .. } => Some("output_too_large"),
+        _ => None,
+    }
+}
+
+/// Raises a render's cancel flag when the wait for it ends, whichever way:
+/// answered, timed out, or dropped because the request went away.
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// The answer for a render whose estimate alone is over the budget.
+fn over_budget(over: OverBudget) -> ThumbError {
+    let mib = |b: u64| b.div_ceil(1 << 20);
+    ThumbError::TooLarge {
+        message: format!(
+            "making this thumbnail needs about {} MiB of memory, more than the {} MiB renders may use",
+            mib(over.needed),
+            mib(over.budget)
+        ),
+        hint: Some("ask for a smaller width, or raise MAX_RENDER_MEMORY_MB".into()),
+    }
 }
 
 type Flight = Shared<BoxFuture<'static, Result<Variant, ThumbError>>>;
@@ -124,6 +172,7 @@ pub struct Thumbs {
     /// 500+ MB for 32 renders); a fixed pool reuses the same few heaps.
     pool: rayon::ThreadPool,
     limits: Limits,
+    budget: RenderBudget,
     timeout: Duration,
     renders: AtomicU64,
     /// THUMB_SIGNING_KEY: URLs outside the listed sizes must be signed.
@@ -163,6 +212,7 @@ impl Thumbs {
                 .build()
                 .expect("render threads can be spawned"),
             limits: Limits { max_pixels: t.max_pixels },
+            budget: RenderBudget::new(t.max_render_memory),
             timeout: t.timeout,
             renders: AtomicU64::new(0),
             signature: config.thumb_signing_key.as_ref().map(|k| UrlSignature::new(k.expose())),
@@ -196,6 +246,11 @@ impl Thumbs {
     /// The limiter (for queue-depth reporting).
     pub fn limiter(&self) -> &Limiter {
         &self.limiter
+    }
+
+    /// The render memory budget (for reporting).
+    pub fn budget(&self) -> &RenderBudget {
+        &self.budget
     }
 
     /// The variant for `req`: from memory, the store, or made now.
@@ -302,23 +357,43 @@ impl Thumbs {
         self.transform(source, spec).await
     }
 
-    /// Runs the pipeline on the render pool, with the timeout.
+    /// Plans the render from the header (limits, output size, memory),
+    /// reserves its memory, and runs it on the render pool — all within
+    /// `TRANSFORM_TIMEOUT`. Past it, the render is cancelled: its worker
+    /// stops at its next check and only then gives its memory back.
     async fn transform(&self, source: Bytes, spec: ThumbSpec) -> Result<Variant, ThumbError> {
+        let plan = image::plan(&source, &spec, &self.limits).map_err(|e| match limit_reason(&e) {
+            Some(reason) => rejected(reason, e.into()),
+            None => e.into(),
+        })?;
+        let needed = plan.memory.peak();
+        if let Err(over) = self.budget.check(needed) {
+            return Err(rejected("over_budget", over_budget(over)));
+        }
         self.renders.fetch_add(1, Ordering::Relaxed);
-        let limits = self.limits;
-        let (done, job) = tokio::sync::oneshot::channel();
-        // The worker finishes the job even if the request stops waiting for it.
-        self.pool.spawn(move || {
-            let _ = done.send(image::thumbnail(&source, &spec, &limits));
-        });
+        let cancel = Cancel::new();
+        let _stop = CancelOnDrop(cancel.clone());
         let started = std::time::Instant::now();
-        let outcome = tokio::time::timeout(self.timeout, job).await;
-        metrics::histogram!("mediaflow_thumbnail_render_duration_seconds").record(started.elapsed().as_secs_f64());
-        let result = match outcome {
-            Ok(Ok(result)) => result.map_err(ThumbError::from),
-            Ok(Err(_)) => Err(ThumbError::Internal("the render worker died".into())),
-            Err(_) => Err(rejected("timeout", ThumbError::TimedOut)),
+        let run = async {
+            let reservation = self.budget.reserve(needed).await.map_err(over_budget)?;
+            let (done, job) = tokio::sync::oneshot::channel();
+            let cancel = cancel.clone();
+            // The worker finishes (or notices the cancel flag) even if the
+            // request stops waiting; the memory is reserved until it has.
+            self.pool.spawn(move || {
+                let result = image::render(&source, &plan, &cancel);
+                drop(source);
+                drop(reservation);
+                let _ = done.send(result);
+            });
+            match job.await {
+                Ok(result) => result.map_err(ThumbError::from),
+                Err(_) => Err(ThumbError::Internal("the render worker died".into())),
+            }
         };
+        let outcome = tokio::time::timeout(self.timeout, run).await;
+        metrics::histogram!("mediaflow_thumbnail_render_duration_seconds").record(started.elapsed().as_secs_f64());
+        let result = outcome.unwrap_or_else(|_| Err(rejected("timeout", ThumbError::TimedOut)));
         let label = if result.is_ok() { "ok" } else { "error" };
         metrics::counter!("mediaflow_thumbnail_renders_total", "result" => label).increment(1);
         let thumb = result?;
@@ -341,16 +416,17 @@ impl Thumbs {
         if let Ok(info) = image::probe(&head)
             && u64::from(info.width) * u64::from(info.height) > self.limits.max_pixels
         {
-            return Err(ThumbError::TooLarge(
-                ImageError::TooLarge { width: info.width, height: info.height, max_pixels: self.limits.max_pixels }
-                    .to_string(),
-            ));
+            let e = ImageError::TooLarge { width: info.width, height: info.height, max_pixels: self.limits.max_pixels };
+            return Err(rejected("too_many_pixels", e.into()));
         }
         if whole {
             return Ok(head);
         }
         if size > limit {
-            return Err(ThumbError::TooLarge(format!("the original has {size} bytes, more than the profile allows")));
+            return Err(ThumbError::TooLarge {
+                message: format!("the original has {size} bytes, more than the profile allows"),
+                hint: None,
+            });
         }
         Ok(self.store.get(key, None).await?.collect(limit).await?)
     }

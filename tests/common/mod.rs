@@ -2,6 +2,7 @@
 //! `scripts/test.sh` starts), and an in-process server on a free port.
 #![allow(dead_code)]
 
+pub mod bombs;
 pub mod faulty;
 pub mod images;
 
