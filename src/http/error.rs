@@ -282,7 +282,10 @@ impl From<VideoError> for ApiError {
         match e {
             VideoError::NotInstalled => Self::NotImplemented(message),
             VideoError::NotAVideo(_) | VideoError::Failed(_) => Self::UnsupportedMedia(message),
-            VideoError::TooLarge { .. } => Self::ImageTooLarge(message),
+            VideoError::TooLarge { .. } => Self::ImageTooLarge {
+                message,
+                hint: Some("raise MAX_SOURCE_PIXELS to make posters of larger videos".into()),
+            },
             VideoError::TimedOut(_) => Self::Overloaded { message, retry_after: 2 },
             VideoError::Store(_) => Self::Storage(message),
             VideoError::NoProxies(_) | VideoError::NoOriginal => Self::NotFound(message),
