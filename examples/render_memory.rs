@@ -1,7 +1,7 @@
 //! Measures one render's real peak memory against its estimate.
 //!
 //! ```text
-//! render_memory bombs OUTDIR            # writes the bomb images (tests/common/bombs.rs)
+//! render_memory bombs OUTDIR            # writes the bomb images (tests/api/common/bombs.rs)
 //! render_memory FILE WIDTH [FORMAT]     # one render: estimate vs measured peak RSS
 //! ```
 //!
@@ -12,7 +12,7 @@
 //! line: file, width, format, estimated peak MiB (without the file), the
 //! measured growth of the peak MiB, the ratio, and the time.
 
-#[path = "../tests/common/bombs.rs"]
+#[path = "../tests/api/common/bombs.rs"]
 mod bombs;
 
 use std::path::Path;

@@ -119,6 +119,12 @@ pub async fn load_profiles(source: Option<&str>, s3: &S3Settings) -> anyhow::Res
 
 /// Builds the state from a validated configuration.
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
+    build_state_wrapped(config, |store| store).await
+}
+
+/// [`build_state`], the store decorated by `wrap` (instrumentation, fault
+/// injection in tests) before anything uses it.
+pub async fn build_state_wrapped(config: Config, wrap: impl FnOnce(DynStore) -> DynStore) -> anyhow::Result<AppState> {
     let opened = build_store(&config).await?;
     let profiles = load_profiles(config.profiles_source.as_deref(), &config.profiles_s3).await?;
     let names: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
@@ -136,7 +142,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
              process and other instances reject them"
         );
     }
-    let state = AppState::new(config, profiles, opened.store, opened.fs_signer);
+    let state = AppState::new(config, profiles, wrap(opened.store), opened.fs_signer);
     if let Some(fs) = opened.fs {
         spawn_fs_sweeper(&state.lifecycle, fs);
     }
@@ -157,8 +163,13 @@ impl Application {
     /// Builds the state, starts its background work (sweeper, video jobs)
     /// and binds `config.listen` (port 0: a free one).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_wrapped(config, |store| store).await
+    }
+
+    /// [`Self::build`], the store decorated by `wrap` first.
+    pub async fn build_wrapped(config: Config, wrap: impl FnOnce(DynStore) -> DynStore) -> anyhow::Result<Self> {
         let listen = config.listen;
-        let state = build_state(config).await?;
+        let state = build_state_wrapped(config, wrap).await?;
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
         tracing::info!(addr = %listener.local_addr()?, "listening");
         Ok(Self { state, listener })

@@ -10,7 +10,8 @@ use image::{DynamicImage, GenericImageView, RgbImage, Rgba, RgbaImage};
 
 use super::*;
 
-#[path = "../../tests/common/bombs.rs"]
+#[path = "../../tests/api/common/bombs.rs"]
+#[allow(dead_code)] // generators the HTTP tests use, not these
 mod bombs;
 
 /// Just a PNG signature and IHDR: enough to plan (not to render).

@@ -346,7 +346,7 @@ impl fmt::Debug for ReadSource {
 /// The storage contract every backend fulfils.
 ///
 /// Every operation is implemented by both backends; a conformance suite in
-/// `tests/storage.rs` runs against each.
+/// `tests/api/storage.rs` runs against each.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + fmt::Debug + 'static {
     /// A short name for logs and metrics (`fs`, `s3`).

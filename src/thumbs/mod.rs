@@ -168,7 +168,7 @@ pub struct Thumbs {
     limiter: Limiter,
     /// A fixed pool of MAX_CONCURRENT_TRANSFORMS threads. Not tokio's blocking
     /// pool: spread over many short-lived threads, the large decode buffers
-    /// left one allocator heap per thread at its peak (tests/process.rs saw
+    /// left one allocator heap per thread at its peak (tests/api/process.rs saw
     /// 500+ MB for 32 renders); a fixed pool reuses the same few heaps.
     pool: rayon::ThreadPool,
     limits: Limits,

@@ -1,11 +1,9 @@
 //! The HTTP foundation in process: originals (headers, ranges, conditionals,
 //! shards, sniffing), health and readiness, and the JSON error shape.
 
-mod common;
-
+use crate::common::{Backend, TestApp, spawn_app, unique};
 use axum::body::Body;
 use bytes::Bytes;
-use common::{Backend, TestApp, spawn_app, unique};
 use mediaflow::storage::keys::{KeyBase, Shard};
 use mediaflow::storage::{ObjectKey, PutOptions};
 use serde_json::Value;

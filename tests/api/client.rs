@@ -3,13 +3,11 @@
 //! an interrupted upload resumed, clear errors; and the real binary: its
 //! output, exit codes, and memory that does not grow with the file.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{API_KEY, Backend, TestApp, spawn_secured, unique};
+use crate::common::{API_KEY, Backend, TestApp, spawn_secured, unique};
 use mediaflow::client::state::{ResumeState, StateFile};
 use mediaflow::client::{ClientError, Fault, ProgressMode, Retry, UploadOptions, Uploaded, upload};
 use serde_json::Value;
@@ -95,7 +93,7 @@ async fn assert_stored(app: &TestApp, done: &Uploaded, data: &[u8], mime: &str) 
 async fn single_upload_and_thumbnail(backend: Backend) {
     let app = spawn_secured(backend).await;
     let files = Files::new();
-    let data = common::images::png(640, 480);
+    let data = crate::common::images::png(640, 480);
     let file = files.write("photo.png", &data);
     let id = unique("p");
     let done = upload(&options(&app, &files, &file, "avatar", &id)).await.unwrap();
@@ -206,9 +204,9 @@ async fn interrupted_upload_resumes(backend: Backend) {
 /// command again: the server finished the complete without the client, and
 /// the rerun learns so instead of starting over.
 async fn a_complete_interrupted_is_finished_by_a_rerun(backend: Backend) {
-    use common::faulty::Faulty;
+    use crate::common::faulty::Faulty;
     let mut faulty = None;
-    let app = common::spawn_secured_wrapping(backend, |store| {
+    let app = crate::common::spawn_secured_wrapping(backend, |store| {
         let f = Arc::new(Faulty::new(store));
         *f.complete_delay.lock().unwrap() = Duration::from_millis(800);
         faulty = Some(f.clone());
@@ -401,7 +399,7 @@ async fn run_bin(app: &TestApp, files: &Files, args: &[&str]) -> (i32, String, S
 async fn the_binary_uploads_prints_and_fails_clearly() {
     let app = spawn_secured(Backend::Fs).await;
     let files = Files::new();
-    files.write("holiday photo.jpg", &common::images::jpeg(800, 600));
+    files.write("holiday photo.jpg", &crate::common::images::jpeg(800, 600));
 
     let (code, stdout, stderr) = run_bin(&app, &files, &["holiday photo.jpg", "--profile", "avatar", "--json"]).await;
     assert_eq!(code, 0, "{stderr}");

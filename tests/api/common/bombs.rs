@@ -1,7 +1,6 @@
 //! Decompression bombs and other costly images, generated (nothing is read
 //! from disk): each is small on the wire and large, or slow, once decoded.
-//! Used by tests/process.rs and examples/render_memory.rs.
-#![allow(dead_code)]
+//! Used by tests/api/process.rs and examples/render_memory.rs.
 
 use std::io::Write;
 

@@ -1,14 +1,12 @@
 //! Direct uploads end to end, on both backends, with a real HTTP client doing
 //! the PUTs to the presigned URLs (SeaweedFS's, or the fs backend's own).
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::faulty::Faulty;
-use common::{API_KEY, Backend, TestApp, error_of, images, spawn_secured, spawn_secured_with, unique};
+use crate::common::faulty::Faulty;
+use crate::common::{API_KEY, Backend, TestApp, error_of, images, spawn_secured, spawn_secured_with, unique};
 use serde_json::{Value, json};
 
 const MIB: usize = 1024 * 1024;
@@ -800,7 +798,7 @@ async fn appears(app: &TestApp, key: &mediaflow::storage::ObjectKey) -> bool {
 
 async fn a_dropped_complete_runs_to_its_end(backend: Backend) {
     let mut faulty = None;
-    let app = common::spawn_secured_wrapping(backend, |store| {
+    let app = crate::common::spawn_secured_wrapping(backend, |store| {
         let f = Arc::new(Faulty::new(store));
         *f.complete_delay.lock().unwrap() = Duration::from_millis(500);
         faulty = Some(f.clone());
@@ -852,15 +850,15 @@ async fn a_dropped_complete_runs_to_its_end(backend: Backend) {
     assert_eq!(r.status(), 200);
     assert_eq!(original(&app, "clip", &id).await.bytes().await.unwrap(), data);
     if backend == Backend::Fs {
-        assert_eq!(common::temp_entries(&app), Vec::<std::path::PathBuf>::new());
-        let uploads = common::data_dir(&app).join(".mediaflow/uploads");
+        assert_eq!(crate::common::temp_entries(&app), Vec::<std::path::PathBuf>::new());
+        let uploads = crate::common::data_dir(&app).join(".mediaflow/uploads");
         assert_eq!(std::fs::read_dir(uploads).unwrap().count(), 0, "no upload folder left");
     }
 }
 
 async fn a_store_error_after_completing_does_not_skip_verification(backend: Backend) {
     let mut faulty = None;
-    let app = common::spawn_secured_wrapping(backend, |store| {
+    let app = crate::common::spawn_secured_wrapping(backend, |store| {
         let f = Arc::new(Faulty::new(store));
         faulty = Some(f.clone());
         f

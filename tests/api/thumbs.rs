@@ -1,12 +1,10 @@
 //! Thumbnails on demand, on both backends, checked on decoded pixels.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::images::{self, decode, near};
+use crate::common::{API_KEY, Backend, TestApp, error_of, spawn_secured, spawn_secured_with, unique};
 use bytes::Bytes;
-use common::images::{self, decode, near};
-use common::{API_KEY, Backend, TestApp, error_of, spawn_secured, spawn_secured_with, unique};
 use image::GenericImageView;
 use mediaflow::storage::keys::{KeyBase, Shard};
 use mediaflow::storage::{ObjectKey, PutOptions, StorageError};

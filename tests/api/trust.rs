@@ -3,12 +3,10 @@
 //! requests are answered before the connection closes, and the overlap rules
 //! of profiles hold. Both backends where a store is involved.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::images::{self, decode, near};
-use common::{API_KEY, Backend, TestApp, error_of, spawn_secured, spawn_secured_with, unique};
+use crate::common::images::{self, decode, near};
+use crate::common::{API_KEY, Backend, TestApp, error_of, spawn_secured, spawn_secured_with, unique};
 use image::{DynamicImage, GenericImageView, ImageFormat, Rgb, RgbImage};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

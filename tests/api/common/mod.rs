@@ -1,7 +1,9 @@
 //! Test helpers: backends (the filesystem in a temp dir, or the SeaweedFS that
 //! `scripts/test.sh` starts), and an in-process server on a free port.
-#![allow(dead_code)]
 
+// Shared with the library's own tests (src/image/limits_tests.rs), which use
+// generators this binary does not.
+#[allow(dead_code)]
 pub mod bombs;
 pub mod faulty;
 pub mod images;
@@ -109,21 +111,13 @@ pub struct TestApp {
     pub base: String,
     pub state: AppState,
     pub client: reqwest::Client,
-    pub server: tokio::task::JoinHandle<bool>,
+    _server: tokio::task::JoinHandle<bool>,
     _dir: tempfile::TempDir,
 }
 
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
-    }
-
-    /// Stops the server the way SIGTERM does and waits for it to drain.
-    pub async fn shutdown(self) -> bool {
-        self.state.lifecycle.shut_down();
-        let drained = self.server.await.unwrap();
-        let tasks = self.state.lifecycle.wait_for_tasks(std::time::Duration::from_secs(10)).await;
-        drained && tasks
     }
 }
 
@@ -170,26 +164,29 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// Starts the service with a full configuration.
 pub async fn spawn_config(config: Config, dir: tempfile::TempDir) -> TestApp {
+    spawn_wrapped(config, dir, |store| store).await
+}
+
+/// Starts the service through [`mediaflow::startup::Application`], as `main`
+/// does, on a free loopback port, its store decorated by `wrap`.
+async fn spawn_wrapped(
+    mut config: Config,
+    dir: tempfile::TempDir,
+    wrap: impl FnOnce(mediaflow::storage::DynStore) -> mediaflow::storage::DynStore,
+) -> TestApp {
     if let StorageConfig::S3(settings) = &config.storage {
         S3Store::connect(settings).await.ensure_bucket().await.unwrap();
     }
-    let state = mediaflow::startup::build_state(config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let http = state.config.http.clone();
-    let server = tokio::spawn(mediaflow::server::serve(
-        listener,
-        mediaflow::app(state.clone()),
-        state.lifecycle.clone(),
-        http.client_idle_timeout,
-        http.shutdown_timeout,
-    ));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let app = mediaflow::startup::Application::build_wrapped(config, wrap).await.unwrap();
+    let addr = app.local_addr().unwrap();
+    let state = app.state.clone();
     TestApp {
         addr,
         base: format!("http://{addr}"),
         state,
         client: reqwest::Client::builder().no_proxy().build().unwrap(),
-        server,
+        _server: tokio::spawn(app.run_until_stopped()),
         _dir: dir,
     }
 }
@@ -203,25 +200,7 @@ pub async fn spawn_secured_wrapping(
     let (mut config, dir) = config(backend);
     config.api_key = Some(mediaflow::config::Secret::new(API_KEY));
     config.profiles_source = Some(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/profiles.yaml").into());
-    if let StorageConfig::S3(settings) = &config.storage {
-        S3Store::connect(settings).await.ensure_bucket().await.unwrap();
-    }
-    let opened = mediaflow::startup::build_store(&config).await.unwrap();
-    let profiles =
-        mediaflow::startup::load_profiles(config.profiles_source.as_deref(), &config.profiles_s3).await.unwrap();
-    let state = AppState::new(config, profiles, wrap(opened.store), opened.fs_signer);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let http = state.config.http.clone();
-    let server = tokio::spawn(mediaflow::server::serve(
-        listener,
-        mediaflow::app(state.clone()),
-        state.lifecycle.clone(),
-        http.client_idle_timeout,
-        http.shutdown_timeout,
-    ));
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    TestApp { addr, base: format!("http://{addr}"), state, client, server, _dir: dir }
+    spawn_wrapped(config, dir, wrap).await
 }
 
 /// The filesystem backend's DATA_DIR of a test server.

@@ -1,9 +1,7 @@
 //! /metrics, request ids.
 
-mod common;
-
-use common::images;
-use common::{API_KEY, Backend, spawn_secured, unique};
+use crate::common::images;
+use crate::common::{API_KEY, Backend, spawn_secured, unique};
 use serde_json::json;
 
 /// The value of one sample line, e.g. `name{a="b"} 3`.

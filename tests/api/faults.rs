@@ -1,13 +1,11 @@
 //! Faults: the store going away and coming back, clients that vanish or
 //! stall mid-request.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::images;
+use crate::common::{API_KEY, Backend, PrivateSeaweed, error_of, spawn_config, spawn_secured_with, unique};
 use bytes::Bytes;
-use common::images;
-use common::{API_KEY, Backend, PrivateSeaweed, error_of, spawn_config, spawn_secured_with, unique};
 use mediaflow::config::{Config, Secret, StorageConfig};
 use mediaflow::storage::keys::{KeyBase, Shard};
 use mediaflow::storage::{ObjectKey, PutOptions};
@@ -186,7 +184,7 @@ async fn slow_clients_are_timed_out() {
 /// Sends `head` and `body` on a raw connection, half-closes it
 /// (shutdown(SHUT_WR), as `curl -T` and some SDKs do once the body is sent),
 /// and reads the answer.
-async fn half_closed_request(app: &common::TestApp, head: &str, body: &[u8]) -> String {
+async fn half_closed_request(app: &crate::common::TestApp, head: &str, body: &[u8]) -> String {
     let mut conn = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     conn.write_all(head.as_bytes()).await.unwrap();
     conn.write_all(body).await.unwrap();
@@ -217,7 +215,7 @@ async fn a_half_closed_upload_is_answered_and_leaves_no_temp_file() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     let r = app.client.get(app.url(&format!("/originals/avatar/{id}"))).send().await.unwrap();
     assert_eq!(r.bytes().await.unwrap(), data, "stored");
-    assert_eq!(common::temp_entries(&app), Vec::<std::path::PathBuf>::new());
+    assert_eq!(crate::common::temp_entries(&app), Vec::<std::path::PathBuf>::new());
 
     // A multipart part URL, the same way.
     let r = presign(
@@ -229,7 +227,7 @@ async fn a_half_closed_upload_is_answered_and_leaves_no_temp_file() {
     let head = format!("PUT {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n");
     let text = half_closed_request(&app, &head, &[7u8; 1000]).await;
     assert!(text.starts_with("HTTP/1.1 200") && text.to_ascii_lowercase().contains("etag:"), "{text}");
-    assert_eq!(common::temp_entries(&app), Vec::<std::path::PathBuf>::new());
+    assert_eq!(crate::common::temp_entries(&app), Vec::<std::path::PathBuf>::new());
 
     // Half-closed before the whole body: a clear 400, nothing stored, nothing left.
     let id = unique("hs");
@@ -242,7 +240,7 @@ async fn a_half_closed_upload_is_answered_and_leaves_no_temp_file() {
     let text = half_closed_request(&app, &head, &[0xff; 1000]).await;
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     assert!(app.state.store.head(&avatar_key(&id)).await.is_err(), "nothing stored");
-    assert_eq!(common::temp_entries(&app), Vec::<std::path::PathBuf>::new());
+    assert_eq!(crate::common::temp_entries(&app), Vec::<std::path::PathBuf>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

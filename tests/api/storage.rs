@@ -1,12 +1,10 @@
 //! The storage conformance suite: every operation of the `ObjectStore` trait,
 //! run against the filesystem backend and against a real SeaweedFS.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::{Backend, store, unique};
 use bytes::Bytes;
-use common::{Backend, store, unique};
 use futures::StreamExt;
 use mediaflow::storage::{
     ByteRange, CompletedPart, InternalKey, KeyPrefix, ObjectKey, ObjectStore, PresignContext, PresignOp, PutBody,
@@ -220,7 +218,7 @@ async fn presigned_put_binds_headers(backend: Backend) {
     let left = req.expires_at.duration_since(std::time::SystemTime::now()).unwrap();
     assert!(left > Duration::from_secs(590) && left <= Duration::from_secs(600), "{left:?}");
     if backend == Backend::Fs {
-        // The fs backend's URLs are served by the service (tests/uploads.rs);
+        // The fs backend's URLs are served by the service (tests/api/uploads.rs);
         // here: the URL points at the service and carries a verifiable grant.
         assert!(req.url.starts_with("http://127.0.0.1:9/_upload/"), "{}", req.url);
         return;

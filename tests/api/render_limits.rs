@@ -4,13 +4,11 @@
 //! transform timeout (503 with Retry-After, the work stopping and giving its
 //! memory back).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::images::{self, decode};
+use crate::common::{API_KEY, Backend, TestApp, bombs, spawn_secured, spawn_secured_with, unique};
 use bytes::Bytes;
-use common::images::{self, decode};
-use common::{API_KEY, Backend, TestApp, bombs, spawn_secured, spawn_secured_with, unique};
 use image::GenericImageView;
 use mediaflow::storage::keys::{KeyBase, Shard};
 use mediaflow::storage::{ObjectKey, PutOptions, StorageError};

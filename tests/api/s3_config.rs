@@ -1,10 +1,8 @@
 //! S3-only settings: profiles loaded from `s3://bucket/key`, and presigned URLs
 //! signed for PUBLIC_S3_ENDPOINT.
 
-mod common;
-
+use crate::common::{s3_settings, unique};
 use bytes::Bytes;
-use common::{s3_settings, unique};
 use mediaflow::storage::s3::S3Store;
 use mediaflow::storage::{ObjectKey, ObjectStore, PresignContext, PresignOp, PutOptions};
 

@@ -282,8 +282,7 @@ async fn memory_stays_bounded_under_32_concurrent_cold_renders_of_24_mp() {
     assert!(peak_mib < 300, "peak RSS {peak_mib} MiB with 32 concurrent cold 24 MP renders");
 }
 
-#[path = "common/bombs.rs"]
-mod bombs;
+use crate::common::bombs;
 
 /// Resets the process' peak RSS to its current RSS (Linux 4.0+), so the next
 /// reading is the peak of what happens in between.

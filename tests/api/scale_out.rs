@@ -1,12 +1,10 @@
 //! Two instances over one store and one SIGNING_SECRET (SPEC §6).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::images;
+use crate::common::{API_KEY, Backend, TestApp, spawn_secured_with, unique};
 use bytes::Bytes;
-use common::images;
-use common::{API_KEY, Backend, TestApp, spawn_secured_with, unique};
 use mediaflow::config::{Secret, StorageConfig};
 use mediaflow::storage::{ObjectKey, PutOptions};
 

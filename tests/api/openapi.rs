@@ -1,10 +1,8 @@
 //! The OpenAPI description against the real routes.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::{Backend, spawn_secured};
+use crate::common::{Backend, spawn_secured};
 use serde_json::Value;
 
 /// Every route the router serves (method, path template).

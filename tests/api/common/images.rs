@@ -1,6 +1,5 @@
 //! Real test images, generated: decoded pixels are checked, so each image has
 //! something recognisable (a red top-left corner, a transparent half).
-#![allow(dead_code)]
 
 use std::io::Cursor;
 
