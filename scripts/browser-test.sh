@@ -7,6 +7,7 @@
 # Reuses the SeaweedFS named by MEDIAFLOW_TEST_S3_* (scripts/test.sh exports
 # them), else starts its own with scripts/seaweedfs.sh. Screenshots, server
 # logs and the preflight counts land in target/browser/.
+# `--prepare` installs and exits (scripts/test.sh runs it while cargo compiles).
 # Without a working Chromium it prints "SKIPPED browser test: <why>", except
 # under CI=true, where that is a failure.
 set -euo pipefail
@@ -27,7 +28,10 @@ if ((${#missing[@]})); then
   apt_install "${missing[@]}" || echo "browser-test: could not install ${missing[*]}" >&2
 fi
 
-cargo build --quiet --bin mediaflow
+# --prepare: only what installs (run by test.sh while cargo compiles).
+prepare=0
+[[ ${1:-} == --prepare ]] && prepare=1
+((prepare)) || cargo build --quiet --bin mediaflow
 
 cd examples/browser
 # npm ci wipes node_modules; only when package-lock.json changed.
@@ -36,5 +40,9 @@ sum=$(sha256sum package-lock.json | cut -d' ' -f1)
 if [[ ! -f $stamp || $(cat "$stamp") != "$sum" ]]; then
   npm ci --no-audit --no-fund --loglevel=error
   echo "$sum" >"$stamp"
+fi
+if ((prepare)); then
+  echo "browser-test: prepared (Chromium, Node.js, npm packages)"
+  exit 0
 fi
 npm test

@@ -5,6 +5,10 @@
 #   scripts/container.sh [BINARY]     # default: target/release/mediaflow
 #   scripts/container.sh --image IMAGE   # check an image built otherwise (e.g.
 #                                        # from the multi-stage Containerfile)
+#   scripts/container.sh --prepare       # only install the tools, make the base
+#                                        # image and cache the image's apt-get
+#                                        # layer (no binary needed: test.sh runs
+#                                        # this while cargo compiles)
 #
 # - installs podman, buildah, runc and mmdebstrap with apt-get when missing;
 # - base image: BASE_IMAGE if set, else debian:bookworm-slim when it is here or
@@ -30,7 +34,12 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 existing=
-if [[ ${1:-} == --image ]]; then
+prepare=
+if [[ ${1:-} == --prepare ]]; then
+  prepare=1
+  binary=
+  image=localhost/mediaflow-prepare:dev
+elif [[ ${1:-} == --image ]]; then
   existing=${2:?usage: container.sh --image IMAGE}
   image=$existing
 else
@@ -57,7 +66,7 @@ step() { echo "container: $*"; }
 as_root() { if [[ $(id -u) == 0 ]]; then "$@"; else sudo -n "$@"; fi; }
 pm() { as_root podman --runtime runc --cgroup-manager cgroupfs "$@"; }
 
-[[ -n $existing || -x $binary ]] || fail "no binary at $binary (cargo build --release, or pass its path)"
+[[ -n $existing || -n $prepare || -x $binary ]] || fail "no binary at $binary (cargo build --release, or pass its path)"
 
 # The two Containerfiles share their runtime stage; only one of them can be
 # built here (the other needs a Rust image from a registry), so keep them equal.
@@ -87,7 +96,7 @@ fi
 pm info >/dev/null 2>&1 || skip "podman info fails: $(pm info 2>&1 | tail -n 1)"
 # The binary runs on Debian bookworm's glibc (2.36) inside the image.
 glibc=$(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}')
-if [[ -z $existing && -n $glibc ]] && [[ $(printf '%s\n' "$glibc" 2.36 | sort -V | tail -n 1) != 2.36 ]]; then
+if [[ -z $existing && -z $prepare && -n $glibc ]] && [[ $(printf '%s\n' "$glibc" 2.36 | sort -V | tail -n 1) != 2.36 ]]; then
   skip "$binary links against glibc $glibc, newer than the image's 2.36 (build on bookworm, or use the multi-stage Containerfile)"
 fi
 
@@ -147,6 +156,20 @@ step "base image $base ($base_seconds s)"
 pm image exists "$base" || fail "no image $base"
 pm run --rm --network none "${ulimits[@]}" --entrypoint true "$base" >"$work/smoke.log" 2>&1 ||
   skip "podman cannot start a container: $(grep -v 'level=' "$work/smoke.log" | tail -n 1)"
+
+if [[ -n $prepare ]]; then
+  # The runtime image with a stand-in binary: its apt-get layer (ffmpeg, the
+  # slow part) is cached for the real build, which then only copies the binary.
+  t=$SECONDS
+  mkdir "$work/ctx" && printf '#!/bin/sh\nexit 0\n' >"$work/ctx/mediaflow" && chmod +x "$work/ctx/mediaflow"
+  pm build --format docker --network host --build-arg "BASE_IMAGE=$base" --build-arg "FFMPEG=$ffmpeg" \
+    -f "$root/Containerfile.runtime" -t "$image" "$work/ctx" >"$work/build.log" 2>&1 || {
+    tail -n 30 "$work/build.log" >&2
+    fail "podman build (prepare)"
+  }
+  step "prepared: base image and the image's apt-get layer cached ($((SECONDS - t)) s; $((SECONDS - started)) s in all)"
+  exit 0
+fi
 
 # --- the build context of Containerfile ----------------------------------------
 # .dockerignore must keep target/ (gigabytes), data/ and .env out, and leave in

@@ -22,12 +22,26 @@ source "$work/env"
 export MEDIAFLOW_REQUIRE_S3=1
 # Video tests fail instead of skipping if ffmpeg is somehow missing.
 export MEDIAFLOW_REQUIRE_FFMPEG=1
+# What the browser and container checks install (Chromium, npm packages,
+# Podman, a base image, the image's ffmpeg layer) is downloads, not CPU: it
+# runs while cargo compiles. One apt-get at a time, so the two in sequence.
+prepared=
+if ((!$#)); then
+  prepare_log="$work/prepare.log"
+  { if [[ ${MEDIAFLOW_SKIP_BROWSER:-0} != 1 ]]; then scripts/browser-test.sh --prepare; fi
+    scripts/container.sh --prepare; } >"$prepare_log" 2>&1 &
+  prepared=$!
+fi
 cargo test "$@"
 
 if (($#)); then
   echo "browser and container checks not run (arguments given): scripts/browser-test.sh, scripts/container.sh"
   exit 0
 fi
+# Its outcome is judged by the checks themselves (they install again, or
+# skip loudly, whatever the preparation managed); its log is shown for the record.
+wait "$prepared" || true
+sed 's/^/prepare: /' "$prepare_log"
 if [[ ${MEDIAFLOW_SKIP_BROWSER:-0} != 1 ]]; then
   scripts/browser-test.sh
 fi

@@ -60,7 +60,10 @@ pub async fn receive(
         None => {
             let opts = PutOptions { content_type: grant.content_type.clone(), if_none_match: grant.if_none_match };
             match state.store.put(&key, body, opts).await {
-                Ok(meta) => meta.etag,
+                Ok(meta) => {
+                    state.videos.stored(&key).await;
+                    meta.etag
+                }
                 Err(StorageError::AlreadyExists) => {
                     return Err(ApiError::PreconditionFailed("an object already exists at this key".into()));
                 }

@@ -1,6 +1,7 @@
 //! The HTTP layer: the router, its middleware, and thin handlers that call
 //! into the service modules. Errors are mapped in [`error`] only.
 
+pub mod assets;
 pub mod auth;
 pub mod body;
 pub mod error;
@@ -23,7 +24,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::middleware;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{get, post, put};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -57,7 +58,7 @@ pub mod paths {
     pub const UPLOAD_ACTIONS: &str = "/v1/uploads/{*tail}";
     /// The prefix of [`UPLOAD_ACTIONS`].
     pub const UPLOADS_BASE: &str = "/v1/uploads";
-    /// `DELETE /v1/assets/…`.
+    /// `GET|DELETE /v1/assets/…` (DELETE with the API key).
     pub const ASSET: &str = "/v1/assets/{profile}/{key_base}";
     /// The actions on an upload (the middle segment of [`UPLOAD_ACTIONS`]).
     pub const PARTS: &str = "parts";
@@ -103,7 +104,7 @@ pub fn app(state: AppState) -> Router {
         // The upload's token authorises these (checked in the handlers), or the API key.
         .route(paths::PRESIGN_PARTS, post(uploads::presign_parts))
         .route(paths::UPLOAD_ACTIONS, get(uploads::list_parts).post(uploads::complete).delete(uploads::abort))
-        .route(paths::ASSET, delete(uploads::delete_asset).route_layer(with_key))
+        .route(paths::ASSET, get(assets::get_asset).delete(uploads::delete_asset.layer(with_key)))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout));
     // Upload bodies may take long; they are bounded by an idle timeout instead.
     let upload_route = format!("{}/{{*key}}", crate::storage::signing::UPLOAD_ROUTE_PREFIX);

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{error, fs_upload, health, observe, originals, profiles, proxy, thumbs, uploads};
+use super::{assets, error, fs_upload, health, observe, originals, profiles, proxy, thumbs, uploads};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -26,13 +26,14 @@ use super::{error, fs_upload, health, observe, originals, profiles, proxy, thumb
         uploads::complete,
         uploads::abort,
         uploads::delete_asset,
+        assets::get_asset,
         fs_upload::receive,
     ),
     components(schemas(error::ErrorBody, Binary)),
     modifiers(&Security),
     tags(
         (name = "uploads", description = "Presigned direct uploads and asset deletion"),
-        (name = "media", description = "Originals and thumbnails"),
+        (name = "media", description = "Originals, thumbnails, video posters and proxies, asset descriptions"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]

@@ -274,6 +274,18 @@ impl Videos {
         }
     }
 
+    /// After a single PUT stored `original` through the service (the
+    /// filesystem backend's upload URLs; S3 PUTs never pass here, and their
+    /// proxies start on the first `/proxy` request): as [`Self::uploaded`]
+    /// when the key is a video profile's original.
+    pub async fn stored(&self, original: &ObjectKey) {
+        let Some(profile) = self.profiles.for_object_key(original.as_str()).filter(|p| p.video().is_some()) else {
+            return;
+        };
+        let name = profile.name.clone();
+        self.uploaded(&name, original).await;
+    }
+
     /// Deletes `asset`'s proxies and their job records; returns how many
     /// proxies there were.
     pub async fn delete_proxies(&self, asset: &AssetKey) -> Result<usize, StorageError> {

@@ -6,6 +6,7 @@
 #[macro_use]
 mod common;
 
+mod assets;
 mod client;
 mod faults;
 mod observability;
@@ -20,3 +21,4 @@ mod thumbs;
 mod trust;
 mod uploads;
 mod video;
+mod video_service;

@@ -20,6 +20,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/uploads/{object_key}/parts/{upload_id}"),
     ("post", "/v1/uploads/{object_key}/complete/{upload_id}"),
     ("delete", "/v1/uploads/{object_key}/abort/{upload_id}"),
+    ("get", "/v1/assets/{profile}/{key_base}"),
     ("delete", "/v1/assets/{profile}/{key_base}"),
     ("put", "/_upload/{key}"),
 ];
