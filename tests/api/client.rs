@@ -633,6 +633,27 @@ async fn the_binary_uploads_prints_and_fails_clearly() {
     let (code, stdout, stderr) = run_bin(&app, &files, &["holiday photo.jpg", "--profile", "avatar", "--json"]).await;
     assert_eq!(code, 0, "{stderr}");
     let done: Value = serde_json::from_str(&stdout).unwrap();
+    // The documented fields of an image, no more and no fewer (docs/client.md: a stable interface).
+    let mut keys: Vec<&str> = done.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "key_base",
+            "method",
+            "mime",
+            "object_key",
+            "original_url",
+            "parts",
+            "parts_sent",
+            "profile",
+            "resumed",
+            "size_bytes",
+            "thumbnail_url"
+        ],
+        "{stdout}"
+    );
+    assert_eq!(stdout.lines().count(), 1, "one line: {stdout}");
     assert_eq!(done["key_base"], "holiday_photo", "from the file name");
     assert_eq!(done["mime"], "image/jpeg");
     assert_eq!(done["method"], "single");
@@ -788,14 +809,16 @@ async fn the_binary_downloads_deletes_and_aborts() {
     assert!(upload(&opts).await.is_err());
     let (code, stdout, stderr) = run_bin(&app, &files, &["movie.mp4", "--abort"]).await;
     assert_eq!(code, 0, "{stderr}");
+    // The resume file is named as the user named the file: relative to where they are.
     assert_eq!(
         stdout.trim_end(),
         format!(
-            "aborted the interrupted upload of movie.mp4 to {} (profile clip, key base movie); removed {}",
-            app.base,
-            files.dir.path().join("movie.mp4.mediaflow-upload.json").display()
+            "aborted the interrupted upload of movie.mp4 to {} (profile clip, key base movie); \
+             removed movie.mp4.mediaflow-upload.json",
+            app.base
         )
     );
+    assert!(!files.dir.path().join("movie.mp4.mediaflow-upload.json").exists());
     let (code, _, stderr) = run_bin(&app, &files, &["movie.mp4", "--abort"]).await;
     assert_eq!(code, 1);
     assert!(stderr.starts_with("mediaflow upload: --abort: there is no interrupted upload of movie.mp4"), "{stderr}");
