@@ -2,9 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mediaflow::client::{
-    AbortOptions, DeleteOptions, DownloadOptions, Multipart, ProgressMode, Retry, UploadOptions,
-};
+use mediaflow::client::{AbortOptions, DeleteOptions, DownloadOptions, Multipart, ProgressMode, Retry, UploadOptions};
 use mediaflow::config::{Config, LogFormat, Profiles, Settings};
 use mediaflow::image::{Limits, OutputFormat, ThumbSpec};
 

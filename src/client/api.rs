@@ -396,8 +396,7 @@ impl Api {
         key_base: &str,
         shard: Option<&str>,
     ) -> Result<DeletedAsset, ClientError> {
-        let mut url =
-            format!("{}/v1/assets/{}/{}", self.server, encode_component(profile), encode_component(key_base));
+        let mut url = format!("{}/v1/assets/{}/{}", self.server, encode_component(profile), encode_component(key_base));
         if let Some(shard) = shard {
             url = format!("{url}?shard={}", encode_component(shard));
         }
@@ -475,7 +474,10 @@ mod tests {
             let text = e.to_string();
             assert!(text.starts_with(&format!("--server '{bad}' is not a usable base URL: ")), "{text}");
             assert!(text.contains(why), "{bad}: {text}");
-            assert!(text.ends_with("give it as http://HOST:PORT or https://HOST, e.g. http://localhost:8080"), "{text}");
+            assert!(
+                text.ends_with("give it as http://HOST:PORT or https://HOST, e.g. http://localhost:8080"),
+                "{text}"
+            );
             assert_eq!(e.exit_code(), 2);
         }
     }

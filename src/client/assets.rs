@@ -125,8 +125,7 @@ fn media_url(api: &Api, opts: &DownloadOptions) -> String {
     if let Some(shard) = &opts.shard {
         query.push(format!("shard={}", encode_component(shard)));
     }
-    let mut url =
-        format!("{}/{kind}/{}/{}", api.server(), encode_component(&opts.profile), encode_component(&opts.id));
+    let mut url = format!("{}/{kind}/{}/{}", api.server(), encode_component(&opts.profile), encode_component(&opts.id));
     if !query.is_empty() {
         url = format!("{url}?{}", query.join("&"));
     }
@@ -239,7 +238,9 @@ impl Partial {
     }
 
     async fn file(&self) -> Result<tokio::fs::File, ClientError> {
-        tokio::fs::File::create(&self.path).await.map_err(|source| ClientError::Write { path: self.path.clone(), source })
+        tokio::fs::File::create(&self.path)
+            .await
+            .map_err(|source| ClientError::Write { path: self.path.clone(), source })
     }
 
     /// Renames the finished file into place; without `force`, never over a
@@ -256,7 +257,9 @@ impl Partial {
                 self.committed = true;
                 Ok(())
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(ClientError::OutputExists(target.to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(ClientError::OutputExists(target.to_owned()))
+            }
             Err(source) => Err(ClientError::Write { path: target.to_owned(), source }),
         }
     }

@@ -56,11 +56,8 @@ pub fn duration(d: Duration) -> String {
 /// at least 1 KiB gains its size (`6442450944 bytes (6 GiB)`). The exact
 /// numbers stay: they are what the server said.
 pub fn annotate_sizes(code: &str, message: &str) -> String {
-    let numbers: Vec<u64> = message
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .filter_map(|s| s.parse().ok())
-        .collect();
+    let numbers: Vec<u64> =
+        message.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect();
     if code == "size_too_large" {
         return match numbers[..] {
             [actual, limit] => format!("{message} ({} > {})", size(actual), size(limit)),
@@ -135,7 +132,10 @@ mod tests {
             "the image exceeds the profile's limit of 5242880 bytes (5 MiB)"
         );
         assert_eq!(
-            annotate_sizes("bad_request", "multipart 'off' cannot upload 6442450944 bytes: a single PUT is limited to 5 GiB"),
+            annotate_sizes(
+                "bad_request",
+                "multipart 'off' cannot upload 6442450944 bytes: a single PUT is limited to 5 GiB"
+            ),
             "multipart 'off' cannot upload 6442450944 bytes (6 GiB): a single PUT is limited to 5 GiB"
         );
         assert_eq!(

@@ -727,14 +727,25 @@ mod tests {
             progress: progress::Progress::new(ProgressMode::Quiet, 1),
             cache: None,
         };
-        let sent = || Sent { object_key: "originals/videos/ab/m".into(), multipart: false, parts: 1, parts_sent: 1, resumed: false };
+        let sent = || Sent {
+            object_key: "originals/videos/ab/m".into(),
+            multipart: false,
+            parts: 1,
+            parts_sent: 1,
+            resumed: false,
+        };
         let video = api::ProfileSummary { kind: "video".into(), proxy_formats: vec!["mp4".into(), "webm".into()] };
         let done = report(&ctx, sent(), Some(&video));
         assert_eq!(done.thumbnail_url, None);
         assert_eq!(done.poster_url.as_deref(), Some("http://127.0.0.1:1/thumb/video/m"));
         assert_eq!(
             done.proxy_urls.as_deref(),
-            Some(&["http://127.0.0.1:1/proxy/video/m?format=mp4".to_owned(), "http://127.0.0.1:1/proxy/video/m?format=webm".to_owned()][..])
+            Some(
+                &[
+                    "http://127.0.0.1:1/proxy/video/m?format=mp4".to_owned(),
+                    "http://127.0.0.1:1/proxy/video/m?format=webm".to_owned()
+                ][..]
+            )
         );
         let json = serde_json::to_value(&done).unwrap();
         assert!(json.get("thumbnail_url").is_none() && json["poster_url"].is_string(), "{json}");

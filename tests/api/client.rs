@@ -400,7 +400,10 @@ async fn an_interrupted_upload_is_aborted(backend: Backend) {
     ab.profile = Some("clip".into());
     ab.server = Some(app.base.trim_start_matches("http://").to_owned());
     let done = abort(&ab).await.unwrap();
-    assert_eq!((done.status, done.key_base.as_str(), done.upload_id.as_str()), ("aborted", id.as_str(), state.upload_id.as_str()));
+    assert_eq!(
+        (done.status, done.key_base.as_str(), done.upload_id.as_str()),
+        ("aborted", id.as_str(), state.upload_id.as_str())
+    );
     assert_eq!(done.resume_file, state_file.path());
     assert!(!state_file.path().exists(), "the resume file is removed");
     assert_eq!(parts_listed(&state, &state.upload_token).await, 404, "the store dropped the parts");
@@ -488,7 +491,10 @@ async fn download_and_delete(backend: Backend) {
     assert!(err.to_string().contains("pass --api-key KEY or set MEDIAFLOW_API_KEY"), "{err}");
     del.api_key = Some(API_KEY.into());
     let done = delete(&del).await.unwrap();
-    assert_eq!((done.status.as_str(), done.profile.as_str(), done.key_base.as_str()), ("deleted", "avatar", id.as_str()));
+    assert_eq!(
+        (done.status.as_str(), done.profile.as_str(), done.key_base.as_str()),
+        ("deleted", "avatar", id.as_str())
+    );
     assert!(done.objects_deleted >= 1, "{done:?}");
     assert_eq!(get(&app, &format!("{}/originals/avatar/{id}", app.base)).await.status(), 404);
     let err = delete(&del).await.unwrap_err();
@@ -773,16 +779,21 @@ async fn the_binary_downloads_deletes_and_aborts() {
     // Downloads: under the server's name, never over a file.
     let (code, _, stderr) = run_cmd(&files, &["download", "clip", "--profile", "clip", "--server", &server]).await;
     assert_eq!(code, 1);
-    assert_eq!(stderr.trim_end(), "mediaflow download: clip.mp4 already exists: pass --force to overwrite it, or -o another name");
+    assert_eq!(
+        stderr.trim_end(),
+        "mediaflow download: clip.mp4 already exists: pass --force to overwrite it, or -o another name"
+    );
     let (code, stdout, stderr) =
         run_cmd(&files, &["download", "clip", "--profile", "clip", "--server", &server, "-o", "copy.mp4", "-q"]).await;
     assert_eq!((code, stdout.as_str(), stderr.as_str()), (0, "copy.mp4 (12 MiB, video/mp4)\n", ""));
     assert_eq!(std::fs::read(files.dir.path().join("copy.mp4")).unwrap(), mp4_like(12 * MIB));
     files.write("pic.jpg", &crate::common::images::jpeg(400, 300));
-    let (code, _, stderr) = run_bin(&app, &files, &["pic.jpg", "--profile", "avatar", "--key-base", "shot", "-q"]).await;
+    let (code, _, stderr) =
+        run_bin(&app, &files, &["pic.jpg", "--profile", "avatar", "--key-base", "shot", "-q"]).await;
     assert_eq!(code, 0, "{stderr}");
     let (code, stdout, _) =
-        run_cmd(&files, &["download", "shot", "--profile", "avatar", "--server", &server, "--width", "128", "--json"]).await;
+        run_cmd(&files, &["download", "shot", "--profile", "avatar", "--server", &server, "--width", "128", "--json"])
+            .await;
     assert_eq!(code, 0);
     let done: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!((done["file"].as_str(), done["content_type"].as_str()), (Some("shot_128.webp"), Some("image/webp")));
