@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mediaflow::client::{ProgressMode, UploadOptions};
+use mediaflow::client::{AbortOptions, DeleteOptions, DownloadOptions, Multipart, ProgressMode, Retry, UploadOptions};
 use mediaflow::config::{Config, LogFormat, Profiles, Settings};
 use mediaflow::image::{Limits, OutputFormat, ThumbSpec};
 
@@ -39,7 +39,7 @@ enum Command {
         /// Target width in pixels (never upscaled).
         #[arg(short = 'w', long)]
         width: u32,
-        /// Output format: webp, jpeg or png.
+        /// Output format: webp, jpeg, png or avif.
         #[arg(short = 'f', long, default_value = "webp")]
         format: String,
         /// Encoder quality, 1..=100.
@@ -62,6 +62,10 @@ enum Command {
     },
     /// Upload a file to a MediaFlow server (presign, parallel parts, resume) and print its URLs.
     Upload(UploadArgs),
+    /// Download an asset's original, or a thumbnail (a video's poster) with --width.
+    Download(DownloadArgs),
+    /// Delete an asset: its original and every thumbnail, poster and proxy (needs the API key).
+    Delete(DeleteArgs),
     /// GET a server's /health and exit 0 when it answers OK, 1 otherwise (container health checks).
     Health {
         /// The URL to check (default: http://127.0.0.1:$PORT/health, or BIND_ADDR's address when it names one).
@@ -75,17 +79,20 @@ enum Command {
     },
 }
 
-/// `mediaflow upload`: the flags map one to one onto [`UploadOptions`].
+/// `mediaflow upload`: the flags map one to one onto [`UploadOptions`]
+/// (or, with `--abort`, [`AbortOptions`]).
 #[derive(clap::Args)]
+#[command(after_help = "Exit codes: 0 uploaded (or aborted), 1 failed, 2 bad command line, \
+3 stopped part-way (run the same command again to resume), 130 interrupted.")]
 struct UploadArgs {
     /// The file to upload; its type is sniffed from its first bytes.
     file: std::path::PathBuf,
-    /// The server's base URL.
-    #[arg(long, env = "MEDIAFLOW_SERVER")]
-    server: String,
+    /// The server's base URL; http:// is assumed when no scheme is given.
+    #[arg(long, env = "MEDIAFLOW_SERVER", required_unless_present = "abort")]
+    server: Option<String>,
     /// The profile to upload under (its kind and policy apply).
-    #[arg(long)]
-    profile: String,
+    #[arg(long, required_unless_present = "abort")]
+    profile: Option<String>,
     /// The id to store it under (default: the file name up to its first dot).
     #[arg(long)]
     key_base: Option<String>,
@@ -95,9 +102,18 @@ struct UploadArgs {
     /// Parts in flight at once (multipart uploads).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     parallel: u16,
+    /// auto: multipart above the profile's multipart_threshold_mb; force: always
+    /// multipart; off: one PUT (at most 5 GiB). The part size is the profile's
+    /// part_size_mb (GET /v1/profiles shows it): the API takes no part size.
+    #[arg(long, value_enum, default_value = "auto")]
+    multipart: Multipart,
     /// Only resume an interrupted upload; fail if there is none.
     #[arg(long)]
     resume: bool,
+    /// Abort the interrupted upload of FILE recorded in its resume file (the
+    /// store drops its parts) and remove that file.
+    #[arg(long, conflicts_with = "resume")]
+    abort: bool,
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
@@ -106,13 +122,83 @@ struct UploadArgs {
     quiet: bool,
 }
 
+/// `mediaflow download`.
+#[derive(clap::Args)]
+#[command(after_help = "Exit codes: 0 downloaded, 1 failed, 2 bad command line, 130 interrupted.")]
+struct DownloadArgs {
+    /// The asset's id (its key base; an extension is allowed).
+    id: String,
+    /// The server's base URL; http:// is assumed when no scheme is given.
+    #[arg(long, env = "MEDIAFLOW_SERVER")]
+    server: String,
+    /// The asset's profile.
+    #[arg(long)]
+    profile: String,
+    /// Download a thumbnail (a video's poster) this many pixels wide instead of the original.
+    #[arg(long)]
+    width: Option<u32>,
+    /// The asset's shard, for profiles that take a client's shard.
+    #[arg(long)]
+    shard: Option<String>,
+    /// Where to write it; `-` for stdout (default: the name the server gives, in this folder).
+    #[arg(short, long)]
+    output: Option<std::path::PathBuf>,
+    /// Overwrite the output file if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// No progress output.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// `mediaflow delete`.
+#[derive(clap::Args)]
+#[command(after_help = "Exit codes: 0 deleted, 1 failed (nothing stored under the id: 404), 2 bad command line.")]
+struct DeleteArgs {
+    /// The asset's key base.
+    key_base: String,
+    /// The server's base URL; http:// is assumed when no scheme is given.
+    #[arg(long, env = "MEDIAFLOW_SERVER")]
+    server: String,
+    /// The asset's profile.
+    #[arg(long)]
+    profile: String,
+    /// The asset's shard, for profiles that take a client's shard.
+    #[arg(long)]
+    shard: Option<String>,
+    /// The server's API key.
+    #[arg(long, env = "MEDIAFLOW_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Print the server's answer as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Prints a result as one JSON line.
+fn print_json(command: &str, value: &impl serde::Serialize) {
+    match serde_json::to_string(value) {
+        Ok(json) => println!("{json}"),
+        Err(e) => eprintln!("mediaflow {command}: {e}"),
+    }
+}
+
 /// Runs `mediaflow upload` and returns the exit code: 0 done, 1 failed,
-/// 3 stopped part-way (a re-run resumes), 130 interrupted by Ctrl-C.
+/// 2 bad `--server`, 3 stopped part-way (a re-run resumes), 130 interrupted
+/// by Ctrl-C.
 async fn upload(args: UploadArgs) -> i32 {
-    let mut opts = UploadOptions::new(args.file, args.server, args.profile);
+    if args.abort {
+        return abort(args).await;
+    }
+    // clap requires both unless --abort.
+    let (Some(server), Some(profile)) = (args.server, args.profile) else { return 2 };
+    let mut opts = UploadOptions::new(args.file, server, profile);
     opts.key_base = args.key_base;
     opts.api_key = args.api_key.filter(|k| !k.is_empty());
     opts.parallel = usize::from(args.parallel);
+    opts.multipart = args.multipart;
     opts.resume = args.resume;
     opts.progress = if args.quiet { ProgressMode::Quiet } else { ProgressMode::Auto };
     let outcome = tokio::select! {
@@ -124,17 +210,110 @@ async fn upload(args: UploadArgs) -> i32 {
         }
     };
     match outcome {
-        Ok(done) if args.json => match serde_json::to_string(&done) {
-            Ok(json) => println!("{json}"),
-            Err(e) => eprintln!("mediaflow upload: {e}"),
-        },
+        Ok(done) if args.json => print_json("upload", &done),
         Ok(done) => {
             println!("object_key: {}", done.object_key);
             println!("original:   {}", done.original_url);
-            println!("thumbnail:  {}", done.thumbnail_url);
+            if let Some(url) = &done.thumbnail_url {
+                println!("thumbnail:  {url}");
+            }
+            if let Some(url) = &done.poster_url {
+                println!("poster:     {url}");
+            }
+            for url in done.proxy_urls.iter().flatten() {
+                println!("proxy:      {url}");
+            }
         }
         Err(e) => {
             eprintln!("mediaflow upload: {e}");
+            return e.exit_code();
+        }
+    }
+    0
+}
+
+/// `mediaflow upload FILE --abort`.
+async fn abort(args: UploadArgs) -> i32 {
+    let mut opts = AbortOptions::new(&args.file);
+    opts.server = args.server;
+    opts.profile = args.profile;
+    opts.key_base = args.key_base;
+    opts.api_key = args.api_key.filter(|k| !k.is_empty());
+    match mediaflow::client::abort(&opts).await {
+        Ok(done) if args.json => print_json("upload", &done),
+        Ok(done) => {
+            let what = match done.status {
+                "aborted" => "aborted the interrupted upload",
+                _ => "the server no longer knew the interrupted upload (completed, aborted or expired)",
+            };
+            println!(
+                "{what} of {} to {} (profile {}, key base {}); removed {}",
+                args.file.display(),
+                done.server,
+                done.profile,
+                done.key_base,
+                done.resume_file.display()
+            );
+        }
+        Err(e) => {
+            eprintln!("mediaflow upload: {e}");
+            return e.exit_code();
+        }
+    }
+    0
+}
+
+/// `mediaflow download`: 0 done, 1 failed, 2 bad `--server`, 130 Ctrl-C.
+async fn download(args: DownloadArgs) -> i32 {
+    let mut opts = DownloadOptions::new(args.server, args.profile, args.id);
+    opts.width = args.width;
+    opts.shard = args.shard.filter(|s| !s.is_empty());
+    opts.output = args.output;
+    opts.force = args.force;
+    opts.progress = if args.quiet { ProgressMode::Quiet } else { ProgressMode::Auto };
+    let outcome = tokio::select! {
+        outcome = mediaflow::client::download(&opts) => outcome,
+        // Dropping the download removes its partial file.
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("\nmediaflow download: interrupted");
+            return 130;
+        }
+    };
+    match outcome {
+        Ok(done) if args.json => print_json("download", &done),
+        Ok(done) if done.file.as_os_str() == "-" => {}
+        Ok(done) => println!(
+            "{} ({}, {})",
+            done.file.display(),
+            mediaflow::client::human::size(done.size_bytes),
+            done.content_type
+        ),
+        Err(e) => {
+            eprintln!("mediaflow download: {e}");
+            return e.exit_code();
+        }
+    }
+    0
+}
+
+/// `mediaflow delete`: 0 deleted, 1 failed, 2 bad `--server`.
+async fn delete(args: DeleteArgs) -> i32 {
+    let opts = DeleteOptions {
+        server: args.server,
+        profile: args.profile,
+        key_base: args.key_base,
+        shard: args.shard.filter(|s| !s.is_empty()),
+        api_key: args.api_key.filter(|k| !k.is_empty()),
+        retry: Retry::default(),
+    };
+    match mediaflow::client::delete(&opts).await {
+        Ok(done) if args.json => print_json("delete", &done),
+        Ok(done) => println!(
+            "deleted {}/{}: objects_deleted {} (the original and its thumbnails, posters and proxies)",
+            done.profile, done.key_base, done.objects_deleted
+        ),
+        Err(e) => {
+            eprintln!("mediaflow delete: {e}");
             return e.exit_code();
         }
     }
@@ -297,7 +476,8 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Subcommand names, for [`with_default_command`].
-const COMMANDS: &[&str] = &["serve", "check-config", "thumb", "sign-url", "upload", "health", "help"];
+const COMMANDS: &[&str] =
+    &["serve", "check-config", "thumb", "sign-url", "upload", "download", "delete", "health", "help"];
 
 /// `mediaflow [OPTIONS]` means `mediaflow serve [OPTIONS]`, and so does
 /// `mediaflow [OPTIONS] serve`: the server's options belong to `serve`, and
@@ -323,6 +503,8 @@ async fn async_main() -> anyhow::Result<()> {
         // The client needs none of the server's configuration, and its stdout
         // is its result: no tracing there.
         Command::Upload(args) => std::process::exit(upload(args).await),
+        Command::Download(args) => std::process::exit(download(args).await),
+        Command::Delete(args) => std::process::exit(delete(args).await),
         Command::Health { url, port, bind_addr } => std::process::exit(health(url, port, bind_addr).await),
         Command::Serve { settings } => {
             init_tracing(settings.log_format);
@@ -373,6 +555,8 @@ mod tests {
         assert_eq!(run(&["mf", "--port", "9000", "serve"]), ["mf", "serve", "--port", "9000"]);
         assert_eq!(run(&["mf", "serve", "--port", "9000"]), ["mf", "serve", "--port", "9000"]);
         assert_eq!(run(&["mf", "upload", "x"]), ["mf", "upload", "x"]);
+        assert_eq!(run(&["mf", "download", "x"]), ["mf", "download", "x"]);
+        assert_eq!(run(&["mf", "delete", "x"]), ["mf", "delete", "x"]);
         assert_eq!(run(&["mf", "--help"]), ["mf", "--help"]);
     }
 }

@@ -149,7 +149,7 @@ pub(crate) fn summarize(body: &str) -> String {
 }
 
 /// The presign request body. `kind` is left out: the profile's own kind then
-/// applies, and the service has no endpoint to look it up.
+/// applies.
 #[derive(Debug, Serialize)]
 pub struct PresignBody<'a> {
     /// The client's id.
@@ -160,8 +160,21 @@ pub struct PresignBody<'a> {
     pub size_bytes: u64,
     /// Profile name.
     pub profile: &'a str,
-    /// Always `auto`: the profile's threshold decides.
+    /// `auto` (the profile's threshold decides), `force` or `off` (`--multipart`).
     pub multipart: &'a str,
+}
+
+/// The `DELETE /v1/assets/…` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedAsset {
+    /// `deleted`.
+    pub status: String,
+    /// The profile.
+    pub profile: String,
+    /// The asset's id.
+    pub key_base: String,
+    /// Objects deleted: the original and every variant (thumbnails, posters, proxies).
+    pub objects_deleted: u64,
 }
 
 /// What later calls need to name one multipart upload.
@@ -175,6 +188,49 @@ pub struct UploadRef {
     pub token: String,
 }
 
+/// What `GET /v1/profiles` says about one profile, as far as the client
+/// needs it: its kind words the printed URLs (a thumbnail or a poster), its
+/// proxy formats add the `/proxy` URLs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ProfileSummary {
+    /// `image` or `video`.
+    pub kind: String,
+    /// The web-playable proxy formats the profile makes of its videos.
+    #[serde(default)]
+    pub proxy_formats: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct ProfilesAnswer {
+    profiles: BTreeMap<String, ProfileSummary>,
+}
+
+/// `--server` as a base URL: `http://` is assumed when no scheme is given
+/// (`127.0.0.1:8080`, `localhost:8080`), a trailing `/` is dropped, and
+/// anything that cannot be a base URL (another scheme, no host, a query) is
+/// refused with what to type instead.
+pub fn server_base(raw: &str) -> Result<String, ClientError> {
+    let given = raw.trim();
+    let refuse = |reason: &str| ClientError::BadServer { given: raw.to_owned(), reason: reason.to_owned() };
+    if given.is_empty() {
+        return Err(refuse("it is empty"));
+    }
+    // `localhost:8080` parses as a URL of scheme `localhost`: only `://`
+    // says that a scheme was given.
+    let with_scheme = if given.contains("://") { given.to_owned() } else { format!("http://{given}") };
+    let url = reqwest::Url::parse(&with_scheme).map_err(|e| refuse(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(refuse(&format!("the scheme '{}' is not http or https", url.scheme())));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(refuse("it names no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(refuse("a base URL has no query or fragment"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
 /// The service at `--server`, with the API key.
 #[derive(Debug, Clone)]
 pub struct Api {
@@ -185,9 +241,37 @@ pub struct Api {
 }
 
 impl Api {
-    /// A client for `server` (no trailing slash).
+    /// A client for `server`, a base URL as [`server_base`] makes it.
     pub fn new(http: reqwest::Client, server: &str, api_key: Option<String>, retry: Retry) -> Self {
         Self { http, server: server.trim_end_matches('/').to_owned(), api_key, retry }
+    }
+
+    /// A client for `--server` as the user typed it ([`server_base`]), with
+    /// the client's own HTTP settings.
+    pub fn connect(server: &str, api_key: Option<String>, retry: Retry) -> Result<Self, ClientError> {
+        let server = server_base(server)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .user_agent(concat!("mediaflow-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Unexpected { step: Step::Presign, detail: format!("HTTP client: {e}") })?;
+        Ok(Self::new(http, &server, api_key.filter(|k| !k.is_empty()), retry))
+    }
+
+    /// The retry policy.
+    pub fn retry(&self) -> Retry {
+        self.retry
+    }
+
+    /// What to do about a 401 from a call that sent (or should have sent)
+    /// the API key, in the CLI's terms rather than the server's headers.
+    fn key_hint(&self) -> String {
+        match self.api_key {
+            None => "this server requires its API key: pass --api-key KEY or set MEDIAFLOW_API_KEY".into(),
+            Some(_) => "the server refused the API key: check --api-key or MEDIAFLOW_API_KEY (it must be the \
+                        server's API_KEY)"
+                .into(),
+        }
     }
 
     /// The server's base URL.
@@ -204,11 +288,13 @@ impl Api {
 
     /// Sends a request (rebuilt for each attempt) and parses a JSON answer.
     /// Connection failures are always retried (nothing reached the server);
-    /// 5xx and timeouts only for `idempotent` calls.
+    /// 5xx and timeouts only for `idempotent` calls. A 401 to a call that
+    /// authenticates with the API key (`keyed`) gets a hint naming the flag.
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         step: Step,
         idempotent: bool,
+        keyed: bool,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
         // The closure hands out copies of these references, so each attempt's
@@ -226,7 +312,11 @@ impl Api {
                     });
                 }
                 let retry = idempotent && resp.status().is_server_error();
-                Err(Transient::new(retry, ClientError::Server { step, error: ServerError::from_response(resp).await }))
+                let mut error = ServerError::from_response(resp).await;
+                if keyed && error.status == 401 {
+                    error.hint = Some(self.key_hint());
+                }
+                Err(Transient::new(retry, ClientError::Server { step, error }))
             })
             .await
     }
@@ -234,7 +324,7 @@ impl Api {
     /// `POST /v1/uploads/presign`.
     pub async fn presign(&self, body: &PresignBody<'_>) -> Result<PresignAnswer, ClientError> {
         let url = format!("{}/v1/uploads/presign", self.server);
-        self.call(Step::Presign, false, || self.authed(self.http.post(&url)).json(body)).await
+        self.call(Step::Presign, false, true, || self.authed(self.http.post(&url)).json(body)).await
     }
 
     /// `POST /v1/uploads/presign/parts`: URLs for parts `start..start+count`.
@@ -245,7 +335,7 @@ impl Api {
             "start_part": start, "count": count,
         });
         let answer: PartsAnswer =
-            self.call(Step::PartUrls, true, || self.authed(self.http.post(&url)).json(&body)).await?;
+            self.call(Step::PartUrls, true, true, || self.authed(self.http.post(&url)).json(&body)).await?;
         Ok(answer.parts)
     }
 
@@ -258,7 +348,7 @@ impl Api {
             encode_component(&up.upload_id)
         );
         let answer: StoredParts =
-            self.call(Step::ListParts, true, || self.http.get(&url).header("x-upload-token", &up.token)).await?;
+            self.call(Step::ListParts, true, false, || self.http.get(&url).header("x-upload-token", &up.token)).await?;
         Ok(answer.parts)
     }
 
@@ -266,13 +356,13 @@ impl Api {
     pub async fn complete(&self, action: &Action, parts: &[(u32, String)]) -> Result<(), ClientError> {
         let parts: Vec<_> = parts.iter().map(|(n, etag)| serde_json::json!({"part_number": n, "etag": etag})).collect();
         let body = serde_json::json!({ "parts": parts });
-        let _: serde_json::Value = self.call(Step::Complete, false, || self.action(action).json(&body)).await?;
+        let _: serde_json::Value = self.call(Step::Complete, false, false, || self.action(action).json(&body)).await?;
         Ok(())
     }
 
     /// Aborts a multipart upload through its `abort` action.
     pub async fn abort(&self, action: &Action) -> Result<(), ClientError> {
-        let _: serde_json::Value = self.call(Step::Abort, true, || self.action(action)).await?;
+        let _: serde_json::Value = self.call(Step::Abort, true, false, || self.action(action)).await?;
         Ok(())
     }
 
@@ -284,7 +374,7 @@ impl Api {
             encode_component(&up.object_key),
             encode_component(&up.upload_id)
         );
-        let _: serde_json::Value = self.call(Step::Abort, true, || self.authed(self.http.delete(&url))).await?;
+        let _: serde_json::Value = self.call(Step::Abort, true, true, || self.authed(self.http.delete(&url))).await?;
         Ok(())
     }
 
@@ -295,6 +385,45 @@ impl Api {
             req = req.header(name, value);
         }
         req
+    }
+
+    /// `DELETE /v1/assets/{profile}/{key_base}`: the original and every
+    /// variant. Not retried after a timeout or 5xx: a first attempt that
+    /// deleted would make the second answer 404.
+    pub async fn delete_asset(
+        &self,
+        profile: &str,
+        key_base: &str,
+        shard: Option<&str>,
+    ) -> Result<DeletedAsset, ClientError> {
+        let mut url = format!("{}/v1/assets/{}/{}", self.server, encode_component(profile), encode_component(key_base));
+        if let Some(shard) = shard {
+            url = format!("{url}?shard={}", encode_component(shard));
+        }
+        self.call(Step::Delete, false, true, || self.authed(self.http.delete(&url))).await
+    }
+
+    /// What `GET /v1/profiles` says about `profile`. `None` when it cannot
+    /// tell: a server older than the endpoint, a profile it does not list,
+    /// or no answer. Best effort, one attempt: callers fall back to what
+    /// they did before the endpoint existed.
+    pub async fn profile_summary(&self, profile: &str) -> Option<ProfileSummary> {
+        let url = format!("{}/v1/profiles", self.server);
+        let resp = self.http.get(&url).timeout(Duration::from_secs(10)).send().await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.json::<ProfilesAnswer>().await.ok()?.profiles.remove(profile)
+    }
+
+    /// Whether `profile` ignores the extension of an id (its `storage_path`
+    /// has no `{ext}`), asked of the existing original `key_base`: such a
+    /// profile serves it under any extension, one with `{ext}` only under
+    /// its own. Only called once an original with `ext` is known to exist.
+    pub async fn ignores_extension(&self, profile: &str, key_base: &str) -> bool {
+        // An extension no media type has: a profile with `{ext}` cannot hold it.
+        let probe = format!("{key_base}.mediaflowprobe");
+        matches!(self.original_size(profile, &probe).await, Ok(Some(_)))
     }
 
     /// The size of the original stored for `image_id`, if there is one.
@@ -323,6 +452,34 @@ mod tests {
         assert_eq!(summarize("  <html>\n <body>Bad   gateway</body>"), "<html> <body>Bad gateway</body>");
         assert_eq!(summarize(""), "no details in the answer");
         assert_eq!(summarize(&"x".repeat(500)).len(), 200);
+    }
+
+    #[test]
+    fn server_urls_get_a_scheme_or_a_reason() {
+        let ok = |raw: &str| server_base(raw).unwrap();
+        assert_eq!(ok("127.0.0.1:8080"), "http://127.0.0.1:8080");
+        assert_eq!(ok("localhost:8080"), "http://localhost:8080");
+        assert_eq!(ok(" media.example.com "), "http://media.example.com");
+        assert_eq!(ok("http://localhost:8080/"), "http://localhost:8080");
+        assert_eq!(ok("https://example.com/media/"), "https://example.com/media");
+        assert_eq!(ok("[::1]:9000"), "http://[::1]:9000");
+        for (bad, why) in [
+            ("", "it is empty"),
+            ("ftp://example.com", "the scheme 'ftp' is not http or https"),
+            ("http://", "empty host"),
+            ("http://localhost:8080/?x=1", "no query or fragment"),
+            ("localhost:99999", "invalid port"),
+        ] {
+            let e = server_base(bad).unwrap_err();
+            let text = e.to_string();
+            assert!(text.starts_with(&format!("--server '{bad}' is not a usable base URL: ")), "{text}");
+            assert!(text.contains(why), "{bad}: {text}");
+            assert!(
+                text.ends_with("give it as http://HOST:PORT or https://HOST, e.g. http://localhost:8080"),
+                "{text}"
+            );
+            assert_eq!(e.exit_code(), 2);
+        }
     }
 
     #[test]

@@ -1,18 +1,23 @@
-//! The upload client behind `mediaflow upload`: sniff the file, presign,
-//! PUT it (one request, or parts in parallel with retries and resume),
-//! complete, and report the URLs to fetch it back.
+//! The client behind `mediaflow upload`, `download` and `delete`: sniff the
+//! file, presign, PUT it (one request, or parts in parallel with retries and
+//! resume), complete, and report the URLs to fetch it back; abort an
+//! interrupted upload; fetch an original or a thumbnail; delete an asset.
 //!
-//! - [`api`]: the service's upload API as wire types and calls.
+//! - [`api`]: the service's API as wire types and calls.
 //! - [`transfer`]: one PUT of a file region, streamed from disk.
-//! - [`multipart`]: parts in flight, URL batches, resume, completion.
+//! - [`multipart`]: parts in flight, URL batches, resume, completion, abort.
 //! - [`state`]: the resume file.
+//! - [`assets`]: `download` and `delete`.
 //! - [`progress`]: bar, plain lines or nothing.
+//! - [`human`]: sizes and durations as people read them.
 //! - [`retry`]: backoff with jitter.
 //!
 //! [`upload`] is the library entry point; tests drive it directly, with
 //! [`UploadOptions::fault`] to simulate failures.
 
 pub mod api;
+pub mod assets;
+pub mod human;
 pub mod multipart;
 pub mod progress;
 pub mod retry;
@@ -27,6 +32,8 @@ use tokio::io::AsyncReadExt;
 
 use crate::storage::keys::KeyBase;
 use api::{Action, Api, Plan, PresignBody, ServerError};
+pub use assets::{DeleteOptions, DownloadOptions, Downloaded, delete, download};
+pub use multipart::{AbortOptions, Aborted, abort};
 pub use progress::ProgressMode;
 pub use retry::Retry;
 use state::{Fingerprint, StateError, StateFile};
@@ -51,6 +58,10 @@ pub enum Step {
     Single,
     /// One part's PUT.
     Part(u32),
+    /// `GET /originals/…` or `/thumb/…` for `mediaflow download`.
+    Download,
+    /// `DELETE /v1/assets/…`.
+    Delete,
 }
 
 impl std::fmt::Display for Step {
@@ -64,6 +75,8 @@ impl std::fmt::Display for Step {
             Self::Lookup => f.write_str("the check for an existing original"),
             Self::Single => f.write_str("the upload"),
             Self::Part(n) => write!(f, "part {n}"),
+            Self::Download => f.write_str("the download"),
+            Self::Delete => f.write_str("the delete"),
         }
     }
 }
@@ -84,9 +97,67 @@ pub enum Fault {
 /// single upload is part 1. Returning a fault simulates it instead of sending.
 pub type FaultHook = Arc<dyn Fn(u32, u32) -> Option<Fault> + Send + Sync>;
 
+/// How a new upload is sent: `--multipart`, the presign's `multipart`.
+/// The part size is the profile's (`part_size_mb`): the API has no
+/// per-upload part size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Multipart {
+    /// Multipart above the profile's `multipart_threshold_mb`, else one PUT.
+    #[default]
+    Auto,
+    /// Always multipart, even for a file smaller than one part.
+    Force,
+    /// Always one PUT (at most 5 GiB).
+    Off,
+}
+
+impl Multipart {
+    /// The presign's `multipart` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Force => "force",
+            Self::Off => "off",
+        }
+    }
+}
+
 /// What went wrong; every variant reads as a sentence.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// `--server` cannot be a base URL.
+    #[error(
+        "--server '{given}' is not a usable base URL: {reason}; give it as http://HOST:PORT or https://HOST, \
+         e.g. http://localhost:8080"
+    )]
+    BadServer {
+        /// As given.
+        given: String,
+        /// Why not.
+        reason: String,
+    },
+    /// `--abort` with no resume file.
+    #[error(
+        "--abort: there is no interrupted upload of {} to abort (looked for {})",
+        input.display(), state::list(looked)
+    )]
+    NothingToAbort {
+        /// The file whose upload was to be aborted.
+        input: PathBuf,
+        /// Where the resume file was looked for.
+        looked: Vec<PathBuf>,
+    },
+    /// `mediaflow download` would overwrite a file.
+    #[error("{} already exists: pass --force to overwrite it, or -o another name", .0.display())]
+    OutputExists(PathBuf),
+    /// Writing a download failed.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
     /// The input cannot be read.
     #[error("cannot read {}: {source}", path.display())]
     Io {
@@ -184,9 +255,10 @@ pub enum ClientError {
     State(#[from] StateError),
 }
 
-/// `message [code, HTTP status]. Hint: hint.`
+/// `message [code, HTTP status]. Hint: hint.`, byte counts in the message
+/// followed by their human form.
 fn sentence(e: &ServerError) -> String {
-    let message = e.message.trim_end_matches('.');
+    let message = human::annotate_sizes(&e.code, e.message.trim_end_matches('.'));
     match &e.hint {
         Some(hint) => format!("{message} [{}, HTTP {}]. Hint: {hint}", e.code, e.status),
         None => format!("{message} [{}, HTTP {}]", e.code, e.status),
@@ -226,10 +298,12 @@ impl ClientError {
         }
     }
 
-    /// The process exit code: 3 when a re-run can resume, else 1.
+    /// The process exit code: 3 when a re-run can resume, 2 for a bad
+    /// `--server` (a bad command line, as clap's own errors), else 1.
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Incomplete { .. } | Self::Interrupted => 3,
+            Self::BadServer { .. } => 2,
             _ => 1,
         }
     }
@@ -250,6 +324,8 @@ pub struct UploadOptions {
     pub api_key: Option<String>,
     /// Parts in flight at once.
     pub parallel: usize,
+    /// Single or multipart, for a new upload (a resumed one stays multipart).
+    pub multipart: Multipart,
     /// Fail unless there is an interrupted upload to resume.
     pub resume: bool,
     /// How to show progress.
@@ -271,6 +347,7 @@ impl std::fmt::Debug for UploadOptions {
             .field("key_base", &self.key_base)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("parallel", &self.parallel)
+            .field("multipart", &self.multipart)
             .field("resume", &self.resume)
             .field("progress", &self.progress)
             .field("fault", &self.fault.as_ref().map(|_| "<hook>"))
@@ -288,6 +365,7 @@ impl UploadOptions {
             key_base: None,
             api_key: None,
             parallel: 4,
+            multipart: Multipart::Auto,
             resume: false,
             progress: ProgressMode::Auto,
             cache_dir: None,
@@ -320,8 +398,19 @@ pub struct Uploaded {
     pub resumed: bool,
     /// `{server}/originals/{profile}/{id}`.
     pub original_url: String,
-    /// `{server}/thumb/{profile}/{id}` (the profile's default size; add `?width=`).
-    pub thumbnail_url: String,
+    /// `{server}/thumb/{profile}/{id}` (the profile's default size; add
+    /// `?width=`): images, and videos when the server cannot say the
+    /// profile's kind (no `GET /v1/profiles`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thumbnail_url: Option<String>,
+    /// Videos: `{server}/thumb/{profile}/{id}`, the poster frame (a
+    /// thumbnail of the video).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poster_url: Option<String>,
+    /// Videos: `{server}/proxy/{profile}/{id}?format=F` for each of the
+    /// profile's proxy formats (none: an empty list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_urls: Option<Vec<String>>,
 }
 
 /// The file to upload, inspected once.
@@ -409,6 +498,7 @@ pub(crate) struct Ctx {
     pub input: Input,
     pub profile: String,
     pub parallel: usize,
+    pub multipart: Multipart,
     pub retry: Retry,
     pub fault: Option<FaultHook>,
     pub progress: progress::Progress,
@@ -434,19 +524,15 @@ pub(crate) struct Sent {
 /// file says there is one, else starts a new upload. Progress and notices go
 /// to stderr as `opts.progress` says.
 pub async fn upload(opts: &UploadOptions) -> Result<Uploaded, ClientError> {
+    let api = Api::connect(&opts.server, opts.api_key.clone(), opts.retry)?;
     let input = Input::inspect(&opts.file, opts.key_base.as_deref()).await?;
-    let http = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .user_agent(concat!("mediaflow-upload/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| ClientError::Unexpected { step: Step::Presign, detail: format!("HTTP client: {e}") })?;
-    let api = Api::new(http, &opts.server, opts.api_key.clone(), opts.retry);
     let ctx = Ctx {
         progress: progress::Progress::new(opts.progress, input.size()),
         api,
         input,
         profile: opts.profile.clone(),
         parallel: opts.parallel.max(1),
+        multipart: opts.multipart,
         retry: opts.retry,
         fault: opts.fault.clone(),
         cache: opts.cache_dir.clone().or_else(state::cache_dir),
@@ -464,12 +550,25 @@ pub async fn upload(opts: &UploadOptions) -> Result<Uploaded, ClientError> {
         None => fresh(&ctx).await?,
     };
     ctx.progress.finish();
-    Ok(report(&ctx, sent))
+    let summary = ctx.api.profile_summary(&ctx.profile).await;
+    Ok(report(&ctx, sent, summary.as_ref()))
 }
 
-fn report(ctx: &Ctx, sent: Sent) -> Uploaded {
+/// The result. The profile's kind (from `GET /v1/profiles`) decides between
+/// a thumbnail URL (images) and a poster URL with proxy URLs (videos); a
+/// server that cannot tell gets the thumbnail URL, as before the endpoint.
+fn report(ctx: &Ctx, sent: Sent, profile: Option<&api::ProfileSummary>) -> Uploaded {
     let server = ctx.api.server();
     let id = ctx.input.image_id(Some(&sent.object_key));
+    let thumb = format!("{server}/thumb/{}/{id}", ctx.profile);
+    let (thumbnail_url, poster_url, proxy_urls) = match profile {
+        Some(p) if p.kind == "video" => {
+            let proxies =
+                p.proxy_formats.iter().map(|f| format!("{server}/proxy/{}/{id}?format={f}", ctx.profile)).collect();
+            (None, Some(thumb), Some(proxies))
+        }
+        _ => (Some(thumb), None, None),
+    };
     Uploaded {
         key_base: ctx.input.key_base.clone(),
         profile: ctx.profile.clone(),
@@ -480,7 +579,9 @@ fn report(ctx: &Ctx, sent: Sent) -> Uploaded {
         parts_sent: sent.parts_sent,
         resumed: sent.resumed,
         original_url: format!("{server}/originals/{}/{id}", ctx.profile),
-        thumbnail_url: format!("{server}/thumb/{}/{id}", ctx.profile),
+        thumbnail_url,
+        poster_url,
+        proxy_urls,
         object_key: sent.object_key,
     }
 }
@@ -489,26 +590,35 @@ fn report(ctx: &Ctx, sent: Sent) -> Uploaded {
 async fn fresh(ctx: &Ctx) -> Result<Sent, ClientError> {
     let id = ctx.input.image_id(None);
     if ctx.api.original_size(&ctx.profile, &id).await?.is_some() {
-        return Err(already_exists(ctx, &id));
+        return Err(already_exists(ctx, None).await);
     }
     let body = PresignBody {
         key_base: &ctx.input.key_base,
         mime: ctx.input.mime,
         size_bytes: ctx.input.size(),
         profile: &ctx.profile,
-        multipart: "auto",
+        multipart: ctx.multipart.as_str(),
     };
     let answer = ctx.api.presign(&body).await?;
     match answer.upload {
         Plan::Single(action) => {
-            single(ctx, &action).await?;
+            single(ctx, &action, &answer.object_key).await?;
             Ok(Sent { object_key: answer.object_key, multipart: false, parts: 1, parts_sent: 1, resumed: false })
         }
         Plan::Multipart(plan) => multipart::start(ctx, answer.object_key, plan).await,
     }
 }
 
-fn already_exists(ctx: &Ctx, id: &str) -> ClientError {
+/// The original already stored, named by the URL a successful upload would
+/// have printed: with the extension only when the object key has it. Before
+/// a presign the key is unknown, so the server is asked whether the profile
+/// ignores extensions (one more HEAD, on this error path only).
+async fn already_exists(ctx: &Ctx, object_key: Option<&str>) -> ClientError {
+    let id = match object_key {
+        Some(key) => ctx.input.image_id(Some(key)),
+        None if ctx.api.ignores_extension(&ctx.profile, &ctx.input.key_base).await => ctx.input.key_base.clone(),
+        None => ctx.input.image_id(None),
+    };
     ClientError::AlreadyExists {
         url: format!("{}/originals/{}/{id}", ctx.api.server(), ctx.profile),
         profile: ctx.profile.clone(),
@@ -528,7 +638,7 @@ pub(crate) fn simulate(fault: Fault, step: Step) -> PutFailure {
 /// The single PUT, retried on network errors and 5xx. Its URL carries
 /// `If-None-Match: *`, so a 412 after a failed attempt may mean that attempt
 /// landed after all: the stored original's size decides.
-async fn single(ctx: &Ctx, action: &Action) -> Result<(), ClientError> {
+async fn single(ctx: &Ctx, action: &Action, object_key: &str) -> Result<(), ClientError> {
     let region = Region { offset: 0, len: ctx.input.size() };
     let mut attempt = 0;
     loop {
@@ -548,10 +658,10 @@ async fn single(ctx: &Ctx, action: &Action) -> Result<(), ClientError> {
         if error.status() != Some(412) {
             return Err(error);
         }
-        let id = ctx.input.image_id(None);
+        let id = ctx.input.image_id(Some(object_key));
         return match ctx.api.original_size(&ctx.profile, &id).await? {
             Some(size) if attempt > 0 && size == ctx.input.size() => Ok(()),
-            _ => Err(already_exists(ctx, &id)),
+            _ => Err(already_exists(ctx, Some(object_key)).await),
         };
     }
 }
@@ -596,6 +706,61 @@ mod tests {
             "the upload was interrupted; 2 of 3 parts are stored: run the same command again to resume (state in f.json)"
         );
         assert_eq!(wrapped.exit_code(), 3);
+    }
+
+    #[tokio::test]
+    async fn videos_print_poster_and_proxy_urls_images_a_thumbnail() {
+        let ctx = Ctx {
+            api: Api::connect("127.0.0.1:1", None, Retry::default()).unwrap(),
+            input: Input {
+                path: "m.mp4".into(),
+                fingerprint: Fingerprint { size: 1, mtime_secs: 0, mtime_nanos: 0 },
+                mime: "video/mp4",
+                ext: Some("mp4"),
+                key_base: "m".into(),
+            },
+            profile: "video".into(),
+            parallel: 1,
+            multipart: Multipart::Auto,
+            retry: Retry::default(),
+            fault: None,
+            progress: progress::Progress::new(ProgressMode::Quiet, 1),
+            cache: None,
+        };
+        let sent = || Sent {
+            object_key: "originals/videos/ab/m".into(),
+            multipart: false,
+            parts: 1,
+            parts_sent: 1,
+            resumed: false,
+        };
+        let video = api::ProfileSummary { kind: "video".into(), proxy_formats: vec!["mp4".into(), "webm".into()] };
+        let done = report(&ctx, sent(), Some(&video));
+        assert_eq!(done.thumbnail_url, None);
+        assert_eq!(done.poster_url.as_deref(), Some("http://127.0.0.1:1/thumb/video/m"));
+        assert_eq!(
+            done.proxy_urls.as_deref(),
+            Some(
+                &[
+                    "http://127.0.0.1:1/proxy/video/m?format=mp4".to_owned(),
+                    "http://127.0.0.1:1/proxy/video/m?format=webm".to_owned()
+                ][..]
+            )
+        );
+        let json = serde_json::to_value(&done).unwrap();
+        assert!(json.get("thumbnail_url").is_none() && json["poster_url"].is_string(), "{json}");
+        // A video profile without proxies: the list is there, empty.
+        let bare = api::ProfileSummary { kind: "video".into(), proxy_formats: vec![] };
+        assert_eq!(report(&ctx, sent(), Some(&bare)).proxy_urls, Some(vec![]));
+        // An image profile, or a server without GET /v1/profiles: the thumbnail, as before.
+        let image = api::ProfileSummary { kind: "image".into(), proxy_formats: vec![] };
+        for profile in [Some(&image), None] {
+            let done = report(&ctx, sent(), profile);
+            assert_eq!(done.thumbnail_url.as_deref(), Some("http://127.0.0.1:1/thumb/video/m"));
+            assert_eq!((done.poster_url, done.proxy_urls), (None, None));
+            let json = serde_json::to_value(report(&ctx, sent(), profile)).unwrap();
+            assert!(json.get("poster_url").is_none() && json.get("proxy_urls").is_none(), "{json}");
+        }
     }
 
     #[test]

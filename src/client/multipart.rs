@@ -1,6 +1,7 @@
 //! Multipart uploads: start one from a presign answer or resume one from its
 //! resume file, send the missing parts N at a time (URLs fetched in batches
-//! as they run out), complete.
+//! as they run out), complete; or abort the one a resume file describes
+//! (`mediaflow upload FILE --abort`).
 //!
 //! Parts run as tasks, so they keep moving while the scheduler waits for a
 //! batch of URLs. The resume file is written when the upload starts and every
@@ -8,16 +9,17 @@
 //! stored parts, not the file.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use tokio::task::JoinSet;
 
 use super::api::{Action, Api, MultipartPlan, StoredPart, UploadRef};
 use super::progress::Progress;
 use super::retry::Retry;
-use super::state::{ResumeState, STATE_VERSION, StateFile};
+use super::state::{ResumeState, STATE_VERSION, StateError, StateFile};
 use super::transfer::{PutFailure, Region, put_region};
 use super::{ClientError, Ctx, FaultHook, Sent, Step, simulate};
 
@@ -27,6 +29,9 @@ use super::{ClientError, Ctx, FaultHook, Sent, Step, simulate};
 const FIRST_BATCH: u32 = 100;
 /// How often the resume file is rewritten while parts land.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// What the client waits for once every part is sent: the server assembles
+/// the parts and checks the object (seconds for a large file).
+const COMPLETING: &str = "completing and verifying…";
 
 /// Starts a new multipart upload from the presign answer.
 pub(crate) async fn start(ctx: &Ctx, object_key: String, plan: MultipartPlan) -> Result<Sent, ClientError> {
@@ -104,6 +109,7 @@ async fn completed_meanwhile(ctx: &Ctx, state: &ResumeState, file: &StateFile) -
         return Ok(None);
     }
     ctx.progress.note("the interrupted upload is no longer open: asking the server whether it completed it");
+    ctx.progress.phase(COMPLETING);
     let parts: Vec<(u32, String)> = state.parts.iter().map(|(n, e)| (*n, e.clone())).collect();
     match ctx.api.complete(&state.complete, &parts).await {
         Ok(()) => {
@@ -293,6 +299,7 @@ impl<'a> Job<'a> {
             let detail = format!("{} of {} parts stored", parts.len(), self.state.total_parts);
             return Err(self.incomplete(ClientError::Unexpected { step: Step::Complete, detail }));
         }
+        self.ctx.progress.phase(COMPLETING);
         match self.ctx.api.complete(&self.state.complete, &parts).await {
             Ok(()) => Ok(self.file.remove()?),
             // The upload id is spent: verified and refused, gone, or beaten to the key.
@@ -338,4 +345,127 @@ async fn put_part(ctx: Arc<PartCtx>, n: u32, mut action: Action) -> Result<(u32,
             Err(failure) => return Err(failure.into_error()),
         }
     }
+}
+
+/// What `mediaflow upload FILE --abort` needs: the file whose interrupted
+/// upload to abort, and the arguments that, when given, must match the
+/// resume file's.
+#[derive(Clone)]
+pub struct AbortOptions {
+    /// The file whose upload was interrupted.
+    pub file: PathBuf,
+    /// `--server`, checked against the resume file's when given.
+    pub server: Option<String>,
+    /// `--profile`, checked likewise.
+    pub profile: Option<String>,
+    /// `--key-base`, checked likewise.
+    pub key_base: Option<String>,
+    /// The API key: needed only once the upload's token has expired.
+    pub api_key: Option<String>,
+    /// The cache folder for resume files; default [`super::state::cache_dir`].
+    pub cache_dir: Option<PathBuf>,
+    /// Retry policy.
+    pub retry: Retry,
+}
+
+impl std::fmt::Debug for AbortOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AbortOptions")
+            .field("file", &self.file)
+            .field("server", &self.server)
+            .field("profile", &self.profile)
+            .field("key_base", &self.key_base)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl AbortOptions {
+    /// Aborts the interrupted upload of `file`, with the default retry policy.
+    pub fn new(file: impl Into<PathBuf>) -> Self {
+        Self {
+            file: file.into(),
+            server: None,
+            profile: None,
+            key_base: None,
+            api_key: None,
+            cache_dir: None,
+            retry: Retry::default(),
+        }
+    }
+}
+
+/// An aborted upload: what `--abort` prints (`--json`: this object).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Aborted {
+    /// `aborted`, or `gone` when the server no longer knew the upload
+    /// (completed, aborted or expired before).
+    pub status: &'static str,
+    /// The server.
+    pub server: String,
+    /// The profile.
+    pub profile: String,
+    /// The key base.
+    pub key_base: String,
+    /// The object key the upload was for.
+    pub object_key: String,
+    /// The store's upload id.
+    pub upload_id: String,
+    /// The resume file, now removed.
+    pub resume_file: PathBuf,
+}
+
+/// Aborts the interrupted multipart upload of `opts.file` (its stored parts
+/// are dropped by the store) and removes its resume file. The upload's own
+/// token is used; once it has expired, the API key. An upload the server no
+/// longer knows only has its resume file removed.
+pub async fn abort(opts: &AbortOptions) -> Result<Aborted, ClientError> {
+    let cache = opts.cache_dir.clone().or_else(super::state::cache_dir);
+    let Some(file) = StateFile::find(&opts.file, cache.as_deref()) else {
+        let looked = StateFile::candidates(&opts.file, cache.as_deref());
+        return Err(ClientError::NothingToAbort { input: opts.file.clone(), looked });
+    };
+    let state = file.load()?;
+    check_abort_args(opts, &state, file.path())?;
+    let api = Api::connect(&state.server, opts.api_key.clone(), opts.retry)?;
+    let outcome = match api.abort(&state.abort).await {
+        Err(e) if e.code() == Some("unauthorized") => api.abort_with_key(&upload_ref(&state)).await,
+        other => other,
+    };
+    let status = match outcome {
+        Ok(()) => "aborted",
+        Err(e) if e.code() == Some("invalid_upload_id") => "gone",
+        Err(e) => return Err(e),
+    };
+    file.remove()?;
+    Ok(Aborted {
+        status,
+        server: state.server,
+        profile: state.profile,
+        key_base: state.key_base,
+        object_key: state.object_key,
+        upload_id: state.upload_id,
+        resume_file: file.path().to_owned(),
+    })
+}
+
+/// `--server`, `--profile` and `--key-base`, when given with `--abort`, must
+/// be the interrupted upload's: a mismatch is more likely a mistake than a
+/// wish to abort some other upload.
+fn check_abort_args(opts: &AbortOptions, state: &ResumeState, path: &Path) -> Result<(), ClientError> {
+    let server = opts.server.as_deref().map(super::api::server_base).transpose()?;
+    let differs = |given: Option<&str>, recorded: &str| given.is_some_and(|g| g != recorded);
+    if differs(server.as_deref(), &state.server)
+        || differs(opts.profile.as_deref(), &state.profile)
+        || differs(opts.key_base.as_deref(), &state.key_base)
+    {
+        return Err(StateError::OtherUpload {
+            path: path.to_owned(),
+            server: state.server.clone(),
+            profile: state.profile.clone(),
+            key_base: state.key_base.clone(),
+        }
+        .into());
+    }
+    Ok(())
 }

@@ -77,7 +77,8 @@ pub enum StateError {
     },
 }
 
-fn list(paths: &[PathBuf]) -> String {
+/// Paths as `a and b`.
+pub(crate) fn list(paths: &[PathBuf]) -> String {
     paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" and ")
 }
 

@@ -131,7 +131,7 @@ pub struct Settings {
     /// Seconds to finish in-flight work after SIGTERM.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
-    /// Origins allowed to PUT to the filesystem backend's upload URLs (comma-separated, `*` for any).
+    /// Origins browsers may call the whole API from (uploads, media, the fs backend's upload URLs); comma-separated, `*` for any.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "*")]
     pub cors_allowed_origins: String,
     /// `text` or `json`.
@@ -218,7 +218,7 @@ pub struct HttpConfig {
     pub client_idle_timeout: Duration,
     /// Drain deadline after SIGTERM.
     pub shutdown_timeout: Duration,
-    /// CORS origins for the filesystem upload URLs; empty means any.
+    /// CORS origins for every route (the API, media, the fs backend's upload URLs); empty means any.
     pub cors_origins: Vec<String>,
 }
 

@@ -496,6 +496,10 @@ async fn serve_takes_its_options_after_the_command_and_errors_are_one_line() {
     let help = command(dir.path()).args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("--port") && help.contains("THUMB_SIGNING_KEY"), "{help}");
+    // Every output format the pipeline makes is named, avif included.
+    let help = command(dir.path()).args(["thumb", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("webp, jpeg, png or avif"), "{help}");
     // A user's mistake is a message, not a crash: no backtrace even when asked for one.
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "profiles: [").unwrap();
