@@ -223,6 +223,14 @@ async fn upload(args: UploadArgs) -> i32 {
             for url in done.proxy_urls.iter().flatten() {
                 println!("proxy:      {url}");
             }
+            if let Some(asset) = &done.asset
+                && let (Some(w), Some(h)) = (asset["width"].as_u64(), asset["height"].as_u64())
+            {
+                match asset["duration_s"].as_f64() {
+                    Some(d) => println!("video:      {w}x{h}, {d:.1} s"),
+                    None => println!("image:      {w}x{h}"),
+                }
+            }
         }
         Err(e) => {
             eprintln!("mediaflow upload: {e}");

@@ -416,6 +416,27 @@ impl Api {
         resp.json::<ProfilesAnswer>().await.ok()?.profiles.remove(profile)
     }
 
+    /// The asset's description (`GET /v1/assets/{profile}/{image_id}`:
+    /// dimensions, placeholder, a video's duration and proxies). Best
+    /// effort, one attempt: `None` from a server older than the endpoint or
+    /// when it cannot describe the asset now.
+    pub async fn describe(&self, profile: &str, image_id: &str) -> Option<serde_json::Value> {
+        let url = format!("{}/v1/assets/{}/{}", self.server, encode_component(profile), encode_component(image_id));
+        // A video's first description runs ffprobe and takes a poster frame.
+        let resp = self.http.get(&url).timeout(Duration::from_secs(60)).send().await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.json().await.ok()
+    }
+
+    /// Asks for a proxy once, without reading it: the service queues the
+    /// job that makes it if none is queued (an upload straight to S3 never
+    /// passes through the service, so nothing else would). Best effort.
+    pub async fn touch(&self, url: &str) {
+        let _ = self.http.head(url).timeout(API_TIMEOUT).send().await;
+    }
+
     /// Whether `profile` ignores the extension of an id (its `storage_path`
     /// has no `{ext}`), asked of the existing original `key_base`: such a
     /// profile serves it under any extension, one with `{ext}` only under

@@ -411,6 +411,11 @@ pub struct Uploaded {
     /// profile's proxy formats (none: an empty list).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_urls: Option<Vec<String>>,
+    /// The service's description of the asset (`GET /v1/assets/…`: width,
+    /// height, placeholder; a video's duration, codecs and proxy states),
+    /// when it could give one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asset: Option<serde_json::Value>,
 }
 
 /// The file to upload, inspected once.
@@ -551,7 +556,13 @@ pub async fn upload(opts: &UploadOptions) -> Result<Uploaded, ClientError> {
     };
     ctx.progress.finish();
     let summary = ctx.api.profile_summary(&ctx.profile).await;
-    Ok(report(&ctx, sent, summary.as_ref()))
+    let id = ctx.input.image_id(Some(&sent.object_key));
+    let mut done = report(&ctx, sent, summary.as_ref());
+    for url in done.proxy_urls.iter().flatten() {
+        ctx.api.touch(url).await;
+    }
+    done.asset = ctx.api.describe(&ctx.profile, &id).await;
+    Ok(done)
 }
 
 /// The result. The profile's kind (from `GET /v1/profiles`) decides between
@@ -582,6 +593,7 @@ fn report(ctx: &Ctx, sent: Sent, profile: Option<&api::ProfileSummary>) -> Uploa
         thumbnail_url,
         poster_url,
         proxy_urls,
+        asset: None,
         object_key: sent.object_key,
     }
 }

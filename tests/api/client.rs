@@ -645,6 +645,7 @@ async fn the_binary_uploads_prints_and_fails_clearly() {
     assert_eq!(
         keys,
         [
+            "asset",
             "key_base",
             "method",
             "mime",
@@ -664,6 +665,9 @@ async fn the_binary_uploads_prints_and_fails_clearly() {
     assert_eq!(done["mime"], "image/jpeg");
     assert_eq!(done["method"], "single");
     assert_eq!(done["thumbnail_url"], format!("{}/thumb/avatar/holiday_photo", app.base));
+    // The service's description of what was stored.
+    assert_eq!((done["asset"]["width"].as_u64(), done["asset"]["height"].as_u64()), (Some(800), Some(600)), "{stdout}");
+    assert!(done["asset"]["placeholder"].as_str().is_some_and(|p| !p.is_empty()), "{stdout}");
     let thumb = get(&app, done["thumbnail_url"].as_str().unwrap()).await;
     assert_eq!((thumb.status().as_u16(), thumb.headers()["content-type"].to_str().unwrap()), (200, "image/webp"));
     // Not a terminal: plain progress lines on stderr, ending at 100%.
@@ -677,9 +681,11 @@ async fn the_binary_uploads_prints_and_fails_clearly() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines[0].starts_with("object_key: originals/clips/") && lines[0].ends_with("/clip"), "{stdout}");
     assert_eq!(lines[1], format!("original:   {}/originals/clip/clip", app.base));
-    // A video: its poster (a thumbnail of the video); `clip` makes no proxies.
+    // A video: its poster (a thumbnail of the video) and its proxy. These
+    // bytes only look like an MP4, so there is no size line: ffprobe cannot read them.
     assert_eq!(lines[2], format!("poster:     {}/thumb/clip/clip", app.base));
-    assert_eq!(lines.len(), 3, "{stdout}");
+    assert_eq!(lines[3], format!("proxy:      {}/proxy/clip/clip?format=mp4", app.base));
+    assert_eq!(lines.len(), 4, "{stdout}");
 
     // A server error: one sentence on stderr, nothing on stdout, exit 1.
     let (code, stdout, stderr) = run_bin(&app, &files, &["clip.mp4", "--profile", "avatar", "--key-base", "x"]).await;
