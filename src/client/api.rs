@@ -231,6 +231,27 @@ impl Api {
             .await
     }
 
+    /// The thumbnail sizes of an image profile, as `GET /v1/profiles` lists
+    /// them (`"256"`, `"256x256"`). `None` when the server cannot tell (an
+    /// older server, an unlisted profile, a video profile): only used to
+    /// print an example URL, so nothing fails over it.
+    pub async fn image_sizes(&self, profile: &str) -> Option<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Listed {
+            kind: String,
+            #[serde(default)]
+            sizes: Vec<String>,
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            profiles: BTreeMap<String, Listed>,
+        }
+        let url = format!("{}/v1/profiles", self.server);
+        let resp = self.http.get(&url).timeout(API_TIMEOUT).send().await.ok()?;
+        let listed = resp.error_for_status().ok()?.json::<Answer>().await.ok()?.profiles.remove(profile)?;
+        (listed.kind == "image").then_some(listed.sizes)
+    }
+
     /// `POST /v1/uploads/presign`.
     pub async fn presign(&self, body: &PresignBody<'_>) -> Result<PresignAnswer, ClientError> {
         let url = format!("{}/v1/uploads/presign", self.server);

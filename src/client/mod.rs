@@ -322,6 +322,23 @@ pub struct Uploaded {
     pub original_url: String,
     /// `{server}/thumb/{profile}/{id}` (the profile's default size; add `?width=`).
     pub thumbnail_url: String,
+    /// A square crop of an image, for profiles that list a square box
+    /// (`"256x256"`): `{thumbnail_url}?width=256&height=256`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
+}
+
+/// The URL of a square avatar: the smallest square box among `sizes`.
+fn avatar_url(thumbnail_url: &str, sizes: &[String]) -> Option<String> {
+    let side = sizes
+        .iter()
+        .filter_map(|s| {
+            let (w, h) = s.split_once('x')?;
+            let (w, h) = (w.parse::<u32>().ok()?, h.parse::<u32>().ok()?);
+            (w == h).then_some(w)
+        })
+        .min()?;
+    Some(format!("{thumbnail_url}?width={side}&height={side}"))
 }
 
 /// The file to upload, inspected once.
@@ -464,12 +481,14 @@ pub async fn upload(opts: &UploadOptions) -> Result<Uploaded, ClientError> {
         None => fresh(&ctx).await?,
     };
     ctx.progress.finish();
-    Ok(report(&ctx, sent))
+    let sizes = ctx.api.image_sizes(&ctx.profile).await;
+    Ok(report(&ctx, sent, sizes.as_deref()))
 }
 
-fn report(ctx: &Ctx, sent: Sent) -> Uploaded {
+fn report(ctx: &Ctx, sent: Sent, image_sizes: Option<&[String]>) -> Uploaded {
     let server = ctx.api.server();
     let id = ctx.input.image_id(Some(&sent.object_key));
+    let thumbnail_url = format!("{server}/thumb/{}/{id}", ctx.profile);
     Uploaded {
         key_base: ctx.input.key_base.clone(),
         profile: ctx.profile.clone(),
@@ -480,7 +499,8 @@ fn report(ctx: &Ctx, sent: Sent) -> Uploaded {
         parts_sent: sent.parts_sent,
         resumed: sent.resumed,
         original_url: format!("{server}/originals/{}/{id}", ctx.profile),
-        thumbnail_url: format!("{server}/thumb/{}/{id}", ctx.profile),
+        avatar_url: image_sizes.and_then(|sizes| avatar_url(&thumbnail_url, sizes)),
+        thumbnail_url,
         object_key: sent.object_key,
     }
 }
@@ -559,6 +579,15 @@ async fn single(ctx: &Ctx, action: &Action) -> Result<(), ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn avatar_urls_use_the_smallest_square_box() {
+        let sizes = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let url = |s: &[&str]| avatar_url("http://h/thumb/avatar/k1", &sizes(s));
+        assert_eq!(url(&["128", "512x512", "256x256"]).as_deref(), Some("http://h/thumb/avatar/k1?width=256&height=256"));
+        assert_eq!(url(&["128", "256"]), None, "widths only");
+        assert_eq!(url(&["1200x630"]), None, "no square box");
+    }
 
     #[test]
     fn key_bases_come_from_file_names() {

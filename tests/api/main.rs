@@ -6,6 +6,7 @@
 #[macro_use]
 mod common;
 
+mod boxes;
 mod client;
 mod faults;
 mod observability;
