@@ -148,3 +148,141 @@ impl Library {
         Ok(Replaced { object_key: original, thumbnails })
     }
 }
+
+/// The media facts of an original, computed once per version (ETag) and
+/// stored beside its variants.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Facts {
+    /// The version these facts describe.
+    pub etag: String,
+    /// Displayed width (orientation or rotation applied).
+    pub width: Option<u32>,
+    /// Displayed height.
+    pub height: Option<u32>,
+    /// ThumbHash of the image or poster, base64.
+    pub placeholder: Option<String>,
+    /// What only videos have (ffprobe).
+    pub video: Option<VideoFacts>,
+}
+
+/// The facts of a video.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct VideoFacts {
+    /// Seconds.
+    pub duration_s: Option<f64>,
+    /// `h264`, `vp9`…
+    pub video_codec: Option<String>,
+    /// `aac`, `opus`… (none without audio).
+    pub audio_codec: Option<String>,
+    /// Frames per second.
+    pub frame_rate: Option<f64>,
+}
+
+/// What a page needs to lay out an asset before loading it.
+#[derive(Debug, Clone)]
+pub struct Description {
+    /// The original's metadata.
+    pub original: crate::storage::ObjectMeta,
+    /// Its type.
+    pub mime: String,
+    /// Its facts.
+    pub facts: Facts,
+    /// Each proxy format's state (videos with proxies).
+    pub proxies: Vec<(crate::config::ProxyFormat, &'static str)>,
+}
+
+impl Library {
+    /// Describes `asset`: the original's metadata and its facts (computed on
+    /// the first call for each version and stored), and its proxies' state,
+    /// read live.
+    pub async fn describe(&self, asset: &AssetKey) -> Result<Description, LibraryError> {
+        let original = match asset.find_original(&*self.store).await {
+            Ok(meta) => meta,
+            Err(StorageError::NotFound) => {
+                return Err(LibraryError::NothingStored {
+                    profile: asset.profile().name.clone(),
+                    key_base: asset.key_base().to_string(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let facts = match self.stored_facts(asset, &original.etag).await? {
+            Some(facts) => facts,
+            None => self.compute_facts(asset, &original).await?,
+        };
+        let mime = match original.content_type.as_deref().filter(|t| crate::media_type::resolve(t).is_some()) {
+            Some(t) => t.to_owned(),
+            None => self.sniffed_type(&original).await?.unwrap_or_else(|| "application/octet-stream".into()),
+        };
+        let proxies = self.videos.proxy_states(asset, &original).await?;
+        Ok(Description { original, mime, facts, proxies })
+    }
+
+    async fn sniffed_type(&self, original: &crate::storage::ObjectMeta) -> Result<Option<String>, LibraryError> {
+        if original.size == 0 {
+            return Ok(None);
+        }
+        let len = crate::media_type::SNIFF_LEN.min(original.size);
+        let range = crate::storage::ByteRange::Bounded { start: 0, end: len - 1 };
+        let head = self.store.get(&original.key, Some(range)).await?.collect(len).await?;
+        Ok(crate::media_type::sniff(&head).map(|t| t.mime.to_owned()))
+    }
+
+    async fn stored_facts(&self, asset: &AssetKey, etag: &str) -> Result<Option<Facts>, LibraryError> {
+        match self.store.get(&asset.facts_key()?, None).await {
+            Ok(object) => {
+                let bytes = object.collect(64 * 1024).await?;
+                Ok(serde_json::from_slice::<Facts>(&bytes).ok().filter(|f| f.etag == etag))
+            }
+            Err(StorageError::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn compute_facts(
+        &self,
+        asset: &AssetKey,
+        original: &crate::storage::ObjectMeta,
+    ) -> Result<Facts, LibraryError> {
+        let mut facts =
+            Facts { etag: original.etag.clone(), width: None, height: None, placeholder: None, video: None };
+        let complete = match asset.profile().video() {
+            None => {
+                let placeholder = self.thumbs.placeholder(self.thumbs.source(asset).await?).await?;
+                facts.width = Some(placeholder.width);
+                facts.height = Some(placeholder.height);
+                facts.placeholder = Some(placeholder.thumbhash);
+                true
+            }
+            Some(video) if self.videos.available() => {
+                match self.videos.facts(original).await {
+                    Ok(v) => {
+                        facts.width = Some(v.width);
+                        facts.height = Some(v.height);
+                        facts.video = Some(VideoFacts {
+                            duration_s: v.duration_s,
+                            video_codec: v.video_codec,
+                            audio_codec: v.audio_codec,
+                            frame_rate: v.frame_rate,
+                        });
+                        let poster = self.thumbs.poster(asset, video.poster_time).await?;
+                        facts.placeholder = Some(self.thumbs.placeholder(poster).await?.thumbhash);
+                    }
+                    // Not a video ffmpeg can read: the facts say so by what they lack.
+                    Err(crate::video::VideoError::NotAVideo(_)) => {}
+                    Err(e) => return Err(ThumbError::from(e).into()),
+                }
+                true
+            }
+            // Without ffmpeg the video fields are left out, and nothing is
+            // stored: they are computed once ffmpeg is there.
+            Some(_) => false,
+        };
+        if complete {
+            let body = serde_json::to_vec(&facts).expect("serialisable");
+            let opts = PutOptions { content_type: Some("application/json".into()), if_none_match: false };
+            self.store.put(&asset.facts_key()?, body.into(), opts).await?;
+        }
+        Ok(facts)
+    }
+}

@@ -42,9 +42,9 @@ impl AppState {
     /// filesystem backend, whose upload URLs this service must accept.
     pub fn new(config: Config, profiles: Profiles, store: DynStore, fs_signer: Option<UrlSigner>) -> Self {
         let lifecycle = Lifecycle::new();
-        let thumbs = Arc::new(Thumbs::new(&config, store.clone(), lifecycle.clone()));
         let profiles = Arc::new(profiles);
         let videos = Arc::new(crate::video::Videos::new(&config, store.clone(), profiles.clone()));
+        let thumbs = Arc::new(Thumbs::new(&config, store.clone(), lifecycle.clone(), videos.clone()));
         let uploads = Arc::new(Uploads::new(
             store.clone(),
             profiles.clone(),

@@ -302,6 +302,7 @@ impl From<ThumbError> for ApiError {
             ThumbError::TooLarge { hint, .. } => Self::ImageTooLarge { message, hint },
             ThumbError::Overloaded | ThumbError::TimedOut => Self::Overloaded { message, retry_after: 1 },
             ThumbError::Storage(_) => Self::Storage(message),
+            ThumbError::NotImplemented(_) => Self::NotImplemented(message),
             ThumbError::Internal(_) => Self::Internal(message),
         }
     }

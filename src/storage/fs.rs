@@ -413,7 +413,11 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<(String, std::fs::M
             .expect("walk stays under root")
             .to_string_lossy()
             .replace(std::path::MAIN_SEPARATOR, "/");
-        let ft = entry.file_type()?;
+        let ft = match entry.file_type() {
+            Ok(ft) => ft,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         if ft.is_dir() {
             // Descend only where keys can still match the prefix.
             let as_dir = format!("{rel}/");
@@ -421,7 +425,14 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<(String, std::fs::M
                 walk(root, &path, prefix, out)?;
             }
         } else if ft.is_file() && rel.starts_with(prefix) {
-            out.push((rel, entry.metadata()?));
+            // A file deleted between the directory read and this stat (a
+            // render removing the variant it stored after its original went)
+            // is simply not listed, as S3 would not list it.
+            match entry.metadata() {
+                Ok(meta) => out.push((rel, meta)),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(())

@@ -37,7 +37,12 @@ use crate::config::Config;
 use crate::image::{self, Cancel, ImageError, Limits, OutputFormat, ThumbSpec};
 use crate::shutdown::Lifecycle;
 use crate::storage::{ByteRange, DynStore, ObjectKey, PutOptions, StorageError};
+use crate::video::{VideoError, Videos};
 
+/// Memory for recent poster frames (PNG masters of video thumbnails).
+const POSTER_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// How long a poster frame is kept for the other sizes of a burst.
+const POSTER_CACHE_TTL: Duration = Duration::from_secs(120);
 /// Largest stored variant read back into memory.
 const MAX_VARIANT_BYTES: u64 = 64 * 1024 * 1024;
 /// How much of an original is read first to check its header.
@@ -61,6 +66,17 @@ impl Variant {
         let etag = format!("\"{}\"", hex::encode(Md5::digest(&bytes)));
         Self { bytes, etag, content_type: format.mime(), last_modified }
     }
+}
+
+/// What a page needs to lay out an image before loading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placeholder {
+    /// Displayed width (EXIF orientation applied).
+    pub width: u32,
+    /// Displayed height.
+    pub height: u32,
+    /// ThumbHash of the image, base64.
+    pub thumbhash: String,
 }
 
 /// Why a thumbnail could not be served.
@@ -90,9 +106,29 @@ pub enum ThumbError {
     /// The store failed.
     #[error("{0}")]
     Storage(String),
+    /// A video poster was asked for and ffmpeg is not installed.
+    #[error("{0}")]
+    NotImplemented(String),
     /// The encoder failed, or the render task died.
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<VideoError> for ThumbError {
+    fn from(e: VideoError) -> Self {
+        let message = e.to_string();
+        match e {
+            VideoError::NotInstalled => Self::NotImplemented(message),
+            VideoError::NotAVideo(_) | VideoError::Failed(_) | VideoError::NoProxies(_) => Self::Unsupported(message),
+            VideoError::TooLarge { .. } => Self::TooLarge {
+                message,
+                hint: Some("raise MAX_SOURCE_PIXELS to make posters of larger videos".into()),
+            },
+            VideoError::TimedOut(_) => Self::TimedOut,
+            VideoError::Store(_) => Self::Storage(message),
+            VideoError::NoOriginal => Self::OriginalNotFound,
+        }
+    }
 }
 
 impl From<StorageError> for ThumbError {
@@ -183,6 +219,10 @@ pub struct Thumbs {
     renders: AtomicU64,
     /// THUMB_SIGNING_KEY: URLs outside the listed sizes must be signed.
     signature: Option<UrlSignature>,
+    /// Posters of videos are made by ffmpeg.
+    videos: Arc<Videos>,
+    /// Recent poster frames by original key and ETag.
+    posters: moka::future::Cache<String, Bytes>,
 }
 
 impl std::fmt::Debug for Thumbs {
@@ -193,7 +233,7 @@ impl std::fmt::Debug for Thumbs {
 
 impl Thumbs {
     /// A service over `store`, sized by the configuration.
-    pub fn new(config: &Config, store: DynStore, lifecycle: Lifecycle) -> Self {
+    pub fn new(config: &Config, store: DynStore, lifecycle: Lifecycle, videos: Arc<Videos>) -> Self {
         let cache = (config.cache.memory_bytes > 0).then(|| {
             moka::future::Cache::builder()
                 .max_capacity(config.cache.memory_bytes)
@@ -222,6 +262,12 @@ impl Thumbs {
             timeout: t.timeout,
             renders: AtomicU64::new(0),
             signature: config.thumb_signing_key.as_ref().map(|k| UrlSignature::new(k.expose())),
+            videos,
+            posters: moka::future::Cache::builder()
+                .max_capacity(POSTER_CACHE_BYTES)
+                .weigher(|_: &String, v: &Bytes| v.len().min(u32::MAX as usize) as u32)
+                .time_to_live(POSTER_CACHE_TTL)
+                .build(),
         }
     }
 
@@ -261,14 +307,6 @@ impl Thumbs {
 
     /// The variant for `req`: from memory, the store, or made now.
     pub async fn get(self: &Arc<Self>, asset: &AssetKey, req: &VariantRequest) -> Result<Variant, ThumbError> {
-        if asset.profile().kind() == crate::config::MediaKind::Video {
-            // 404 for a missing original, as for any asset; 415 for a video.
-            asset.find_original(&*self.store).await?;
-            return Err(ThumbError::Unsupported(format!(
-                "profile '{}' holds videos; poster frames are not made by this version",
-                asset.profile().name
-            )));
-        }
         let key = asset.variant_key(&req.key).map_err(|e| ThumbError::Internal(e.to_string()))?;
         if let Some(cache) = &self.cache {
             if let Some(hit) = cache.get(key.as_str()).await {
@@ -357,10 +395,52 @@ impl Thumbs {
     /// Fetches the original and makes the variant, within the limiter.
     async fn render(&self, key: &ObjectKey, asset: &AssetKey, spec: ThumbSpec) -> Result<Variant, ThumbError> {
         let _slot = self.limiter.enter().await.map_err(|Overloaded| rejected("overloaded", ThumbError::Overloaded))?;
-        let original_key = asset.locate_original(&*self.store).await?;
-        let source = self.fetch_original(&original_key, asset.profile().size_max_bytes.max(PROBE_BYTES)).await?;
-        tracing::debug!(key = %key, source = original_key.as_str(), "making variant");
+        let source = match asset.profile().video() {
+            // A video's thumbnails are made from its poster frame, which
+            // stands in for the original from here on.
+            Some(video) => self.poster(asset, video.poster_time).await?,
+            None => {
+                let original_key = asset.locate_original(&*self.store).await?;
+                self.fetch_original(&original_key, asset.profile().size_max_bytes.max(PROBE_BYTES)).await?
+            }
+        };
+        tracing::debug!(key = %key, "making variant");
         self.transform(source, spec).await
+    }
+
+    /// An image asset's original, read within the profile's size limit.
+    pub async fn source(&self, asset: &AssetKey) -> Result<Bytes, ThumbError> {
+        let key = asset.locate_original(&*self.store).await?;
+        self.fetch_original(&key, asset.profile().size_max_bytes.max(PROBE_BYTES)).await
+    }
+
+    /// The displayed size of an image and its ThumbHash placeholder
+    /// (base64): a render at most 100 px on a side through the same budget,
+    /// limits and timeout as any thumbnail.
+    pub async fn placeholder(&self, source: Bytes) -> Result<Placeholder, ThumbError> {
+        let info = image::probe(&source)?;
+        let (w, h) = if info.orientation >= 5 { (info.height, info.width) } else { (info.width, info.height) };
+        let width = if w >= h { w.min(100) } else { (u64::from(w) * 100 / u64::from(h)).max(1) as u32 };
+        let spec = ThumbSpec { width, format: OutputFormat::Png, quality: 100 };
+        let small = self.transform(source, spec).await?;
+        let rgba = ::image::load_from_memory(&small.bytes)
+            .map_err(|e| ThumbError::Internal(format!("placeholder decode: {e}")))?
+            .into_rgba8();
+        let hash = thumbhash::rgba_to_thumb_hash(rgba.width() as usize, rgba.height() as usize, rgba.as_raw());
+        use base64::Engine;
+        Ok(Placeholder { width: w, height: h, thumbhash: base64::engine::general_purpose::STANDARD.encode(hash) })
+    }
+
+    /// A video's poster frame (a PNG), made once per original version: the
+    /// sizes and formats asked for in a burst share one ffmpeg run.
+    pub async fn poster(&self, asset: &AssetKey, poster_time: f64) -> Result<Bytes, ThumbError> {
+        let original = asset.find_original(&*self.store).await?;
+        let id = format!("{}@{}", original.key, original.etag);
+        let videos = self.videos.clone();
+        self.posters
+            .try_get_with(id, async move { videos.poster(&original, poster_time).await.map(Bytes::from) })
+            .await
+            .map_err(|e: Arc<VideoError>| ThumbError::from((*e).clone()))
     }
 
     /// Plans the render from the header (limits, output size, memory),

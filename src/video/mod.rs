@@ -215,6 +215,31 @@ impl Videos {
         Ok(ProxyState::Pending)
     }
 
+    /// The state of each of `asset`'s proxies, read without queueing
+    /// anything (for `GET /v1/assets`): `ready`, `failed` for this original,
+    /// else `pending`.
+    pub async fn proxy_states(
+        &self,
+        asset: &AssetKey,
+        original: &ObjectMeta,
+    ) -> Result<Vec<(ProxyFormat, &'static str)>, StorageError> {
+        let Some(video) = asset.profile().video() else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for &format in &video.proxy_formats {
+            let Some(proxy) = asset.proxy_key(format) else { continue };
+            let state = match self.store.head(&proxy).await {
+                Ok(_) => "ready",
+                Err(StorageError::NotFound) => match jobs::failure(&self.store, &proxy).await? {
+                    Some(f) if f.original_etag == original.etag => "failed",
+                    _ => "pending",
+                },
+                Err(e) => return Err(e),
+            };
+            out.push((format, state));
+        }
+        Ok(out)
+    }
+
     /// Queues the job that makes `asset`'s proxy in `format`.
     pub async fn enqueue(
         &self,
