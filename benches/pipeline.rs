@@ -90,9 +90,7 @@ fn synthetic() -> Vec<(String, Vec<u8>)> {
     .expect("png");
     let (w, h) = (4000, 3000);
     let base = synth::jpeg(&synth::photo_like(w, h, 3), w, h, 95, false);
-    let s5 = thumbnail(&base, &ThumbSpec::of_width(w, OutputFormat::Webp, 85), &Limits::default())
-        .expect("webp")
-        .bytes;
+    let s5 = thumbnail(&base, &ThumbSpec::of_width(w, OutputFormat::Webp, 85), &Limits::default()).expect("webp").bytes;
     vec![
         ("S1_synth_jpeg_24MP".into(), s1),
         ("S2_synth_prog_jpeg_21MP".into(), s2),

@@ -584,7 +584,10 @@ mod tests {
     fn avatar_urls_use_the_smallest_square_box() {
         let sizes = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let url = |s: &[&str]| avatar_url("http://h/thumb/avatar/k1", &sizes(s));
-        assert_eq!(url(&["128", "512x512", "256x256"]).as_deref(), Some("http://h/thumb/avatar/k1?width=256&height=256"));
+        assert_eq!(
+            url(&["128", "512x512", "256x256"]).as_deref(),
+            Some("http://h/thumb/avatar/k1?width=256&height=256")
+        );
         assert_eq!(url(&["128", "256"]), None, "widths only");
         assert_eq!(url(&["1200x630"]), None, "no square box");
     }

@@ -916,11 +916,13 @@ mod more_tests {
 mod box_tests {
     use super::*;
 
-    const BASE: &str = "profiles:\n  a:\n    allowed_mimes: [image/png]\n    size_max_bytes: 100\n    storage_path: x/{key_base}\n";
+    const BASE: &str =
+        "profiles:\n  a:\n    allowed_mimes: [image/png]\n    size_max_bytes: 100\n    storage_path: x/{key_base}\n";
 
     #[test]
     fn sizes_are_widths_or_boxes() {
-        let yaml = format!("{BASE}    sizes: [\"128\", \"256x256\", 64, \"1200X630\"]\n    default_size: \"256x256\"\n");
+        let yaml =
+            format!("{BASE}    sizes: [\"128\", \"256x256\", 64, \"1200X630\"]\n    default_size: \"256x256\"\n");
         let p = Profiles::parse(&yaml, "f").unwrap();
         let a = p.get("a").unwrap();
         assert_eq!(

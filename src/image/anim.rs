@@ -37,7 +37,9 @@ pub fn loop_count(bytes: &[u8], format: SourceFormat) -> u16 {
             Some(0) => 0,
             Some(n) => n.saturating_add(1),
         },
-        SourceFormat::Webp => webp_chunk(bytes, b"ANIM").and_then(|p| p.get(4..6)).map_or(0, |l| u16::from_le_bytes([l[0], l[1]])),
+        SourceFormat::Webp => {
+            webp_chunk(bytes, b"ANIM").and_then(|p| p.get(4..6)).map_or(0, |l| u16::from_le_bytes([l[0], l[1]]))
+        }
         _ => 1,
     }
 }
@@ -55,7 +57,10 @@ fn gif_repeats(b: &[u8]) -> Option<u16> {
                 if label == 0xFF && first.first() == Some(&11) {
                     let id = first.get(1..12)?;
                     let data = first.get(12..)?;
-                    if (id == b"NETSCAPE2.0" || id == b"ANIMEXTS1.0") && data.first() == Some(&3) && data.get(1) == Some(&1) {
+                    if (id == b"NETSCAPE2.0" || id == b"ANIMEXTS1.0")
+                        && data.first() == Some(&3)
+                        && data.get(1) == Some(&1)
+                    {
                         return Some(u16::from_le_bytes([*data.get(2)?, *data.get(3)?]));
                     }
                 }
@@ -157,7 +162,7 @@ pub(crate) fn decode_frames(
         }
         let frame = frame.map_err(|e| ImageError::Decode(e.to_string()))?;
         let (num, den) = frame.delay().numer_denom_ms();
-        let delay_ms = if den == 0 { 0 } else { num / den };
+        let delay_ms = num.checked_div(den).unwrap_or(0);
         let buf = frame.into_buffer();
         let bitmap = Bitmap { width: buf.width(), height: buf.height(), channels: 4, data: buf.into_raw() };
         each(bitmap, shown_delay(format, delay_ms), icc.as_deref())?;
@@ -232,7 +237,9 @@ impl AnimEncoder {
     pub(crate) fn add(&mut self, frame: &Bitmap, delay_ms: u32) -> Result<(), ImageError> {
         let (w, h) = self.size;
         let c = usize::from(frame.channels);
-        if (frame.width, frame.height) != (w, h) || !(c == 3 || c == 4) || frame.data.len() != w as usize * h as usize * c
+        if (frame.width, frame.height) != (w, h)
+            || !(c == 3 || c == 4)
+            || frame.data.len() != w as usize * h as usize * c
         {
             return Err(ImageError::Encode("webp: an animation frame has the wrong size".into()));
         }

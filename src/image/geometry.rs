@@ -209,7 +209,8 @@ pub fn layout(w: u32, h: u32, size: Size) -> Layout {
                 Layout { resize, window: (resize != (bw, bh)).then_some((bw, bh)) }
             } else {
                 // Smaller than the box: the largest crop of its aspect, unscaled.
-                let window = if wider(w, h, bw, bh) { (scale(h, bw, bh).min(w), h) } else { (w, scale(w, bh, bw).min(h)) };
+                let window =
+                    if wider(w, h, bw, bh) { (scale(h, bw, bh).min(w), h) } else { (w, scale(w, bh, bw).min(h)) };
                 Layout { resize: (w, h), window: (window != (w, h)).then_some(window) }
             }
         }
@@ -333,7 +334,7 @@ pub(crate) fn smart_place(img: &Bitmap, window: (u32, u32)) -> (u32, u32) {
 /// sliding 64-bin histogram, updated by the column (or row) entering and
 /// the one leaving. Measured against [`smart_place`] in bench/README.md;
 /// the service uses [`smart_place`].
-pub fn entropy_place(img: &Bitmap, window: (u32, u32)) -> (u32, u32) {
+pub(crate) fn entropy_place(img: &Bitmap, window: (u32, u32)) -> (u32, u32) {
     let (w, h, c) = (img.width as usize, img.height as usize, usize::from(img.channels));
     let (horizontal, positions) = slide((img.width, img.height), window);
     let (cx, cy) = place(Gravity::Center, (img.width, img.height), window);
@@ -372,6 +373,42 @@ pub fn entropy_place(img: &Bitmap, window: (u32, u32)) -> (u32, u32) {
     }
     let best = best_position(positions, |p| scores[p]);
     if horizontal { (best as u32, cy) } else { (cx, best as u32) }
+}
+
+/// The two ways of placing a smart crop that were measured against each
+/// other (bench/README.md, `examples/smart_crop.rs`); `gravity=smart` uses
+/// [`SmartStrategy::Attention`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmartStrategy {
+    /// libvips' attention: edges, saturation and skin tones ([`smart_place`]).
+    Attention,
+    /// The window of highest luma entropy ([`entropy_place`]).
+    Entropy,
+}
+
+/// Where `strategy` puts a `window` in an image already resized to cover it:
+/// `pixels` are `width`×`height` RGB (`channels` 3) or RGBA (4) rows, tightly
+/// packed. For measuring the strategies; the pipeline calls them on its own
+/// bitmaps. `None` when the buffer does not match the size.
+pub fn smart_window(
+    strategy: SmartStrategy,
+    (width, height): (u32, u32),
+    channels: u8,
+    pixels: Vec<u8>,
+    window: (u32, u32),
+) -> Option<(u32, u32)> {
+    let fits = matches!(channels, 3 | 4)
+        && pixels.len() == width as usize * height as usize * usize::from(channels)
+        && window.0 <= width
+        && window.1 <= height;
+    if !fits {
+        return None;
+    }
+    let img = Bitmap { width, height, channels, data: pixels };
+    Some(match strategy {
+        SmartStrategy::Attention => smart_place(&img, window),
+        SmartStrategy::Entropy => entropy_place(&img, window),
+    })
 }
 
 #[cfg(test)]

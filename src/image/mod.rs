@@ -41,10 +41,10 @@ mod tests;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-pub use cancel::Cancel;
 pub use anim::loop_count;
+pub use cancel::Cancel;
 pub use estimate::{MemoryEstimate, estimate};
-pub use geometry::{Fit, Gravity, Layout, Size, entropy_place, layout, place};
+pub use geometry::{Fit, Gravity, Layout, Size, SmartStrategy, layout, place, smart_window};
 pub use sniff::{probe, sniff};
 
 /// Container format of a source image, recognised from its magic bytes.
@@ -380,9 +380,9 @@ impl ImageError {
             ImageError::TooManyFrames { max, .. } => Some(format!(
                 "animations are limited to {max} frames (MAX_ANIMATION_FRAMES); ask for format=jpeg, png or avif to get the first frame"
             )),
-            ImageError::AnimationTooLarge { .. } => Some(
-                "ask for format=jpeg, png or avif to get the first frame, or raise MAX_SOURCE_PIXELS".to_owned(),
-            ),
+            ImageError::AnimationTooLarge { .. } => {
+                Some("ask for format=jpeg, png or avif to get the first frame, or raise MAX_SOURCE_PIXELS".to_owned())
+            }
             _ => None,
         }
     }
@@ -555,12 +555,7 @@ fn render_still(bytes: &[u8], plan: &Plan, cancel: &Cancel) -> Result<Thumbnail,
 /// EXIF orientation, then the crop of a cover box, at `at` or, when it is
 /// `None`, where the gravity says (then kept in `at`: an animation crops
 /// every frame where its first frame was cropped).
-pub(crate) fn finish_frame(
-    mut bitmap: Bitmap,
-    icc: Option<&[u8]>,
-    plan: &Plan,
-    at: &mut Option<(u32, u32)>,
-) -> Bitmap {
+pub(crate) fn finish_frame(mut bitmap: Bitmap, icc: Option<&[u8]>, plan: &Plan, at: &mut Option<(u32, u32)>) -> Bitmap {
     if let Some(icc) = icc {
         color::to_srgb(&mut bitmap, icc);
     }
@@ -606,7 +601,12 @@ fn check_animation(info: &ImageInfo, limits: &Limits) -> Result<(), ImageError> 
     let all = u64::from(info.frames) * u64::from(info.width) * u64::from(info.height);
     let max_pixels = limits.max_pixels.saturating_mul(ANIMATION_PIXEL_FACTOR);
     if all > max_pixels {
-        return Err(ImageError::AnimationTooLarge { frames: info.frames, width: info.width, height: info.height, max_pixels });
+        return Err(ImageError::AnimationTooLarge {
+            frames: info.frames,
+            width: info.width,
+            height: info.height,
+            max_pixels,
+        });
     }
     Ok(())
 }

@@ -254,8 +254,7 @@ fn probe_reads_isobmff_and_tiff_but_thumbnail_refuses_them() {
     let file = [bx(b"ftyp", b"avif\0\0\0\0avifmif1"), meta].concat();
     let info = probe(&file).unwrap();
     assert_eq!((info.format, info.width, info.height), (SourceFormat::Avif, 4032, 3024));
-    let err = thumbnail(&file, &ThumbSpec::of_width(100, OutputFormat::Webp, 80), &Limits::default())
-        .unwrap_err();
+    let err = thumbnail(&file, &ThumbSpec::of_width(100, OutputFormat::Webp, 80), &Limits::default()).unwrap_err();
     assert!(matches!(err, ImageError::Unsupported(_)), "{err:?}");
 
     // Little-endian TIFF with ImageWidth (SHORT) and ImageLength (LONG).
@@ -837,7 +836,8 @@ fn cover_boxes_crop_at_the_gravity_on_every_path() {
 fn boxes_are_in_displayed_space() {
     // Stored 1200x800, orientation 6: displayed 800x1200, red at the top.
     let jpeg = jpeg_from_rgb(&bands(1200, 800), 95, &JpegMeta { orientation: Some(6), ..Default::default() });
-    let plan = plan(&jpeg, &boxed(256, 256, Fit::Cover, Gravity::North, OutputFormat::Png), &Limits::default()).unwrap();
+    let plan =
+        plan(&jpeg, &boxed(256, 256, Fit::Cover, Gravity::North, OutputFormat::Png), &Limits::default()).unwrap();
     assert_eq!(plan.geometry.displayed, (256, 384));
     assert_eq!(plan.geometry.resized, (384, 256), "stored orientation");
     assert_eq!(plan.geometry.output, (256, 256));
@@ -857,13 +857,17 @@ fn smart_crops_find_detail_in_the_pipeline() {
         }
     });
     let png = png_from(&DynamicImage::ImageRgb8(img));
-    let busy = |g| {
-        let t = thumbnail(&png, &boxed(256, 256, Fit::Cover, g, OutputFormat::Png), &Limits::default()).unwrap();
-        let out = decode_output(&t).to_rgb8();
+    let busy_in = |spec: ThumbSpec| {
+        let out = decode_output(&thumbnail(&png, &spec, &Limits::default()).unwrap()).to_rgb8();
         out.pixels().filter(|p| p.0.iter().any(|&c| c.abs_diff(128) > 40)).count()
     };
+    let busy = |g| busy_in(boxed(256, 256, Fit::Cover, g, OutputFormat::Png));
+    // The whole image resized as the cover box resizes it (384x256): all
+    // of the patch that survives the downscale.
+    let whole = busy_in(ThumbSpec::of_width(384, OutputFormat::Png, 90));
+    assert!(whole > 3000, "the patch is there: {whole}");
     assert_eq!(busy(Gravity::Center), 0);
-    assert!(busy(Gravity::Smart) > 256 * 256 / 12, "{}", busy(Gravity::Smart));
+    assert_eq!(busy(Gravity::Smart), whole, "smart keeps all of the patch");
 }
 
 /// An animated GIF of solid frames.

@@ -147,9 +147,7 @@ impl From<ImageError> for ThumbError {
             | ImageError::SideTooLong { .. }
             | ImageError::OutputTooLarge { .. }
             | ImageError::TooManyFrames { .. }
-            | ImageError::AnimationTooLarge { .. } => {
-                Self::TooLarge { message: e.to_string(), hint: e.hint() }
-            }
+            | ImageError::AnimationTooLarge { .. } => Self::TooLarge { message: e.to_string(), hint: e.hint() },
             ImageError::Unsupported(_) | ImageError::Decode(_) => Self::Unsupported(e.to_string()),
             // Only the timeout cancels a render.
             ImageError::Cancelled => Self::TimedOut,
@@ -421,7 +419,7 @@ impl Thumbs {
         let info = image::probe(&source)?;
         let (w, h) = if info.orientation >= 5 { (info.height, info.width) } else { (info.width, info.height) };
         let width = if w >= h { w.min(100) } else { (u64::from(w) * 100 / u64::from(h)).max(1) as u32 };
-        let spec = ThumbSpec { width, format: OutputFormat::Png, quality: 100 };
+        let spec = ThumbSpec::of_width(width, OutputFormat::Png, 100);
         let small = self.transform(source, spec).await?;
         let rgba = ::image::load_from_memory(&small.bytes)
             .map_err(|e| ThumbError::Internal(format!("placeholder decode: {e}")))?

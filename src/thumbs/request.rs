@@ -113,7 +113,10 @@ fn given(v: Option<&str>) -> Option<&str> {
 }
 
 fn dimension(name: &str, v: &str) -> Result<u32, String> {
-    v.parse::<u32>().ok().filter(|_| !v.starts_with('+')).ok_or_else(|| format!("{name} '{v}' is not a positive integer"))
+    v.parse::<u32>()
+        .ok()
+        .filter(|_| !v.starts_with('+'))
+        .ok_or_else(|| format!("{name} '{v}' is not a positive integer"))
 }
 
 /// The width or box of a URL: `width` (default: the profile's
@@ -142,9 +145,8 @@ fn resolve_size(profile: &Profile, p: &ThumbParams<'_>) -> Result<Size, String> 
     };
     let gravity = match gravity {
         None => Gravity::Center,
-        Some(g) => Gravity::from_name(g).ok_or_else(|| {
-            format!("gravity '{g}' is not one of center, north, south, east, west, smart")
-        })?,
+        Some(g) => Gravity::from_name(g)
+            .ok_or_else(|| format!("gravity '{g}' is not one of center, north, south, east, west, smart"))?,
     };
     Ok(Size::boxed(width, height, fit, gravity))
 }
@@ -311,11 +313,17 @@ mod tests {
         assert!(r.is_listed(&p));
         assert_eq!(boxed(&p, &[("width", "128")]).unwrap().size, Size::Width(128));
         for (q, want) in [
-            (&[("width", "128"), ("height", "128")][..], "box 128x128 is not allowed for profile 'a'; allowed: 128, 256x256"),
+            (
+                &[("width", "128"), ("height", "128")][..],
+                "box 128x128 is not allowed for profile 'a'; allowed: 128, 256x256",
+            ),
             (&[("width", "256")][..], "width 256 is not allowed"),
             (&[("height", "256")][..], "height needs a width"),
             (&[("width", "128"), ("gravity", "smart")][..], "fit and gravity apply to boxes"),
-            (&[("width", "256"), ("height", "256"), ("fit", "contain")][..], "fit 'contain' is not one of cover, inside"),
+            (
+                &[("width", "256"), ("height", "256"), ("fit", "contain")][..],
+                "fit 'contain' is not one of cover, inside",
+            ),
             (&[("width", "256"), ("height", "256"), ("gravity", "up")][..], "gravity 'up' is not one of"),
             (&[("width", "256"), ("height", "x")][..], "height 'x' is not a positive integer"),
         ] {

@@ -4,7 +4,7 @@
 //! tests/fixtures/profiles.yaml lists `300`, `128x128`, `256x256` (its
 //! default) and `400x225`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::images::{self, decode, near};
 use crate::common::{API_KEY, Backend, TestApp, error_of, spawn_secured, spawn_secured_with, unique};
@@ -35,18 +35,15 @@ async fn thumb(app: &TestApp, path: &str) -> DynamicImage {
     decode(&r.bytes().await.unwrap())
 }
 
-/// Waits until the background write of a variant lands in the store.
+/// Whether a variant is in the store, once the background writes of the
+/// renders so far have finished (the lifecycle tracks them: no polling).
 async fn stored(app: &TestApp, key: &str) -> bool {
-    let key = ObjectKey::parse(key).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        match app.state.store.head(&key).await {
-            Ok(_) => return true,
-            Err(StorageError::NotFound) => tokio::time::sleep(Duration::from_millis(20)).await,
-            Err(e) => panic!("{e}"),
-        }
+    assert!(app.state.lifecycle.wait_for_tasks(Duration::from_secs(20)).await, "background writes finish");
+    match app.state.store.head(&ObjectKey::parse(key).unwrap()).await {
+        Ok(_) => true,
+        Err(StorageError::NotFound) => false,
+        Err(e) => panic!("{e}"),
     }
-    false
 }
 
 /// `w`×`h` in three bands of [`RED`], [`GREEN`], [`BLUE`]: side by side
@@ -72,23 +69,33 @@ async fn gravity_keeps_the_side_it_names(backend: Backend) {
     // of 128, and the window slides over 128 columns.
     let wide = unique("w");
     put_card(&app, &wide, png(bands(1200, 800, true)), "image/png").await;
-    for (gravity, left, middle, right) in
-        [("west", RED, GREEN, GREEN), ("center", RED, GREEN, BLUE), ("east", GREEN, GREEN, BLUE)]
-    {
+    // Sampled at x = 4, 100, 160 and 251 of the window: west keeps 0..256
+    // (red to 128, then green), center 64..320, east 128..384.
+    for (gravity, colours) in [
+        ("west", [RED, RED, GREEN, GREEN]),
+        ("center", [RED, GREEN, GREEN, BLUE]),
+        ("east", [GREEN, GREEN, BLUE, BLUE]),
+    ] {
         let img = thumb(&app, &format!("/thumb/cards/{wide}?width=256&height=256&gravity={gravity}")).await;
         assert_eq!(img.dimensions(), (256, 256), "{gravity}");
-        for (x, want) in [(4, left), (128, middle), (251, right)] {
+        for (x, want) in [4, 100, 160, 251].into_iter().zip(colours) {
             assert!(is(&img, x, 128, want), "{gravity}: x={x} is {:?}, not {want:?}", img.get_pixel(x, 128));
         }
     }
     // North and south on stacked bands; the default gravity is the centre.
     let tall = unique("t");
     put_card(&app, &tall, png(bands(800, 1200, false)), "image/png").await;
-    for (query, top, bottom) in [("&gravity=north", RED, GREEN), ("&gravity=south", GREEN, BLUE), ("", RED, BLUE)] {
+    // Sampled at y = 4, 100, 160 and 251 of the window, as above.
+    for (query, colours) in [
+        ("&gravity=north", [RED, RED, GREEN, GREEN]),
+        ("&gravity=south", [GREEN, GREEN, BLUE, BLUE]),
+        ("", [RED, GREEN, GREEN, BLUE]),
+    ] {
         let img = thumb(&app, &format!("/thumb/cards/{tall}?width=256&height=256{query}")).await;
         assert_eq!(img.dimensions(), (256, 256), "{query}");
-        assert!(is(&img, 128, 4, top) && is(&img, 128, 251, bottom), "{query}: {:?}", img.get_pixel(128, 4));
-        assert!(is(&img, 128, 128, GREEN), "{query}");
+        for (y, want) in [4, 100, 160, 251].into_iter().zip(colours) {
+            assert!(is(&img, 128, y, want), "{query}: y={y} is {:?}, not {want:?}", img.get_pixel(128, y));
+        }
     }
     // Variant keys as SPEC says: gravity after the box, the default left out.
     let dir = "thumbnails/cards";
@@ -109,24 +116,34 @@ fn flat_with_patch(w: u32, h: u32, patch: std::ops::Range<u32>) -> RgbImage {
     })
 }
 
-/// How much of `img` is far from flat grey.
-fn busy_share(img: &DynamicImage) -> f64 {
-    let busy = img.to_rgb8().pixels().filter(|p| p.0.iter().any(|&c| c.abs_diff(128) > 40)).count();
-    busy as f64 / f64::from(img.width() * img.height())
+/// How many pixels of `img` are far from flat grey.
+fn busy(img: &DynamicImage) -> usize {
+    img.to_rgb8().pixels().filter(|p| p.0.iter().any(|&c| c.abs_diff(128) > 40)).count()
 }
 
 async fn smart_keeps_the_detailed_patch(backend: Backend) {
     let app = spawn_secured(backend).await;
     let id = unique("s");
-    // Resized to 384x256 the patch is at 330..378: the centre window
-    // (64..320) misses it entirely.
-    put_card(&app, &id, png(flat_with_patch(1200, 800, 1030..1180)), "image/png").await;
-    let smart = thumb(&app, &format!("/thumb/cards/{id}?width=256&height=256&gravity=smart")).await;
-    let center = thumb(&app, &format!("/thumb/cards/{id}?width=256&height=256")).await;
+    // Resized to 384x256 (as covering 256x256 resizes it) the patch is at
+    // 330..378: the centre window (64..320) misses it entirely.
+    let source = png(flat_with_patch(1200, 800, 1030..1180));
+    put_card(&app, &id, source.clone(), "image/png").await;
+    let opts = PutOptions { content_type: Some("image/png".into()), if_none_match: false };
+    let key = ObjectKey::parse(format!("originals/gallery/{id}")).unwrap();
+    app.state.store.put(&key, Bytes::from(source).into(), opts).await.unwrap();
+    // Lossless output, so the crop and the whole resized image compare
+    // pixel for pixel: all of the patch that survives the downscale.
+    let whole = thumb(&app, &format!("/thumb/gallery/{id}?width=384&format=png")).await;
+    assert_eq!(whole.dimensions(), (384, 256));
+    assert!(busy(&whole) > 3000, "the patch: {}", busy(&whole));
+    let smart = thumb(&app, &format!("/thumb/cards/{id}?width=256&height=256&gravity=smart&format=png")).await;
+    let center = thumb(&app, &format!("/thumb/cards/{id}?width=256&height=256&format=png")).await;
     assert_eq!(smart.dimensions(), (256, 256));
-    assert!(busy_share(&center) < 0.01, "the centre crop has no patch: {}", busy_share(&center));
-    // The patch is 47x128 of the 256x256 window.
-    assert!(busy_share(&smart) > 0.08, "smart keeps it: {}", busy_share(&smart));
+    assert_eq!(busy(&center), 0, "the centre crop has none of the patch");
+    assert_eq!(busy(&smart), busy(&whole), "smart keeps all of it");
+    // The profile's own format, stored under the box's smart key.
+    let webp = thumb(&app, &format!("/thumb/cards/{id}?width=256&height=256&gravity=smart")).await;
+    assert_eq!(webp.dimensions(), (256, 256));
     assert!(stored(&app, &format!("thumbnails/cards/{id}_256x256_smart.webp")).await);
 }
 
@@ -265,7 +282,10 @@ async fn boxes_not_allowed_are_400(backend: Backend) {
     let id = unique("b");
     put_card(&app, &id, png(bands(600, 400, true)), "image/png").await;
     for (query, says) in [
-        ("width=100&height=100", "box 100x100 is not allowed for profile 'cards'; allowed: 300, 128x128, 256x256, 400x225"),
+        (
+            "width=100&height=100",
+            "box 100x100 is not allowed for profile 'cards'; allowed: 300, 128x128, 256x256, 400x225",
+        ),
         ("width=300&height=300", "box 300x300 is not allowed"),
         ("width=256", "width 256 is not allowed"),
         ("height=256", "height needs a width"),
