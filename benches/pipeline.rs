@@ -90,9 +90,7 @@ fn synthetic() -> Vec<(String, Vec<u8>)> {
     .expect("png");
     let (w, h) = (4000, 3000);
     let base = synth::jpeg(&synth::photo_like(w, h, 3), w, h, 95, false);
-    let s5 = thumbnail(&base, &ThumbSpec { width: w, format: OutputFormat::Webp, quality: 85 }, &Limits::default())
-        .expect("webp")
-        .bytes;
+    let s5 = thumbnail(&base, &ThumbSpec::of_width(w, OutputFormat::Webp, 85), &Limits::default()).expect("webp").bytes;
     vec![
         ("S1_synth_jpeg_24MP".into(), s1),
         ("S2_synth_prog_jpeg_21MP".into(), s2),
@@ -108,7 +106,7 @@ fn pipeline(c: &mut Criterion) {
         group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
         for (format, name, quality) in FORMATS {
             for width in WIDTHS {
-                let spec = ThumbSpec { width, format, quality };
+                let spec = ThumbSpec::of_width(width, format, quality);
                 group.bench_with_input(BenchmarkId::new(name, width), &spec, |b, spec| {
                     b.iter(|| thumbnail(std::hint::black_box(&bytes), spec, &limits).expect("thumbnail"))
                 });

@@ -53,7 +53,7 @@ fn write_bombs(dir: &Path) -> anyhow::Result<()> {
     std::fs::write(dir.join("webp_lossless_rgba_3000x2000.webp"), &lossless)?;
     let mut png = Vec::new();
     image::DynamicImage::ImageRgba8(rgba).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
-    let spec = ThumbSpec { width: 3000, format: OutputFormat::Webp, quality: 85 };
+    let spec = ThumbSpec::of_width(3000, OutputFormat::Webp, 85);
     let lossy = mediaflow::image::thumbnail(&png, &spec, &Limits::default())?;
     std::fs::write(dir.join("webp_lossy_alpha_3000x2000.webp"), &lossy.bytes)?;
     // CMYK (YCCK) JPEG: decoded whole by zune-jpeg.
@@ -78,7 +78,7 @@ fn main() -> anyhow::Result<()> {
             let source = std::fs::read(file).with_context(|| format!("reading {file}"))?;
             let format = rest.first().map_or(Some(OutputFormat::Webp), |f| OutputFormat::from_name(f));
             let Some(format) = format else { bail!("unknown format") };
-            let spec = ThumbSpec { width: width.parse()?, format, quality: 85 };
+            let spec = ThumbSpec::of_width(width.parse()?, format, 85);
             let plan = plan(&source, &spec, &Limits::default())?;
             // The file is read before the measurement starts.
             let estimate = plan.memory.peak() - source.len() as u64;

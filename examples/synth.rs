@@ -48,7 +48,7 @@ fn set(dir: &Path) -> anyhow::Result<()> {
     // The same picture as a WebP, made by the pipeline at full size.
     let webp = mediaflow::image::thumbnail(
         &synth::jpeg(&rgb, w, h, 95, false),
-        &ThumbSpec { width: w, format: OutputFormat::Webp, quality: 85 },
+        &ThumbSpec::of_width(w, OutputFormat::Webp, 85),
         &Limits::default(),
     )?;
     write(dir, "S5_synth_4000x3000.webp", &webp.bytes)?;

@@ -55,7 +55,7 @@ pub struct Replaced {
     /// The original's key.
     pub object_key: ObjectKey,
     /// Each size's variant key.
-    pub thumbnails: Vec<(u32, ObjectKey)>,
+    pub thumbnails: Vec<(crate::config::ThumbSize, ObjectKey)>,
 }
 
 /// The asset library service.

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mediaflow::client::{AbortOptions, DeleteOptions, DownloadOptions, Multipart, ProgressMode, Retry, UploadOptions};
 use mediaflow::config::{Config, LogFormat, Profiles, Settings};
-use mediaflow::image::{Limits, OutputFormat, ThumbSpec};
+use mediaflow::image::{Fit, Gravity, Limits, OutputFormat, Size, ThumbSpec};
 
 #[derive(Parser)]
 #[command(
@@ -34,11 +34,21 @@ enum Command {
     },
     /// Make one thumbnail offline with the server's image pipeline.
     Thumb {
-        /// Source image (JPEG, PNG, WebP, GIF, BMP).
+        /// Source image (JPEG, PNG, WebP, GIF, BMP). An animated GIF or WebP
+        /// made into WebP stays animated.
         input: std::path::PathBuf,
         /// Target width in pixels (never upscaled).
         #[arg(short = 'w', long)]
         width: u32,
+        /// Target height: with it, WIDTHxHEIGHT is a box filled as --fit says.
+        #[arg(long)]
+        height: Option<u32>,
+        /// How a box is filled: cover (fill it, crop the overflow) or inside (fit within it).
+        #[arg(long, requires = "height", value_parser = parse_fit)]
+        fit: Option<Fit>,
+        /// What a cover crop keeps: center, north, south, east, west or smart.
+        #[arg(long, requires = "height", value_parser = parse_gravity)]
+        gravity: Option<Gravity>,
         /// Output format: webp, jpeg, png or avif.
         #[arg(short = 'f', long, default_value = "webp")]
         format: String,
@@ -51,6 +61,9 @@ enum Command {
         /// Largest source image, in pixels (width × height).
         #[arg(long, env = "MAX_SOURCE_PIXELS", default_value_t = 100_000_000)]
         max_source_pixels: u64,
+        /// Most frames of an animation made into an animated WebP.
+        #[arg(long, env = "MAX_ANIMATION_FRAMES", default_value_t = 1000)]
+        max_animation_frames: u32,
     },
     /// Print a signed thumbnail URL, e.g. `/thumb/photo/abc?width=300`.
     SignUrl {
@@ -216,6 +229,9 @@ async fn upload(args: UploadArgs) -> i32 {
             println!("original:   {}", done.original_url);
             if let Some(url) = &done.thumbnail_url {
                 println!("thumbnail:  {url}");
+            }
+            if let Some(url) = &done.avatar_url {
+                println!("avatar:     {url}");
             }
             if let Some(url) = &done.poster_url {
                 println!("poster:     {url}");
@@ -413,7 +429,7 @@ fn print_profiles(profiles: &Profiles) {
             p.token_ttl.as_secs(),
             p.storage_path.as_str(),
             p.thumb_folder,
-            p.sizes,
+            p.sizes.iter().map(ToString::to_string).collect::<Vec<_>>(),
             p.default_size.map_or_else(|| "-".to_owned(), |d| d.to_string()),
             p.quality,
             p.convert_to.ext,
@@ -421,15 +437,24 @@ fn print_profiles(profiles: &Profiles) {
     }
 }
 
+fn parse_fit(s: &str) -> Result<Fit, String> {
+    Fit::from_name(s).ok_or_else(|| format!("'{s}' is not one of cover, inside"))
+}
+
+fn parse_gravity(s: &str) -> Result<Gravity, String> {
+    Gravity::from_name(s).ok_or_else(|| format!("'{s}' is not one of center, north, south, east, west, smart"))
+}
+
 /// `mediaflow thumb`: the pipeline on one file, timed.
-fn thumb(input: &std::path::Path, spec: ThumbSpec, max_pixels: u64, output: &std::path::Path) -> anyhow::Result<()> {
+fn thumb(input: &std::path::Path, spec: ThumbSpec, limits: Limits, output: &std::path::Path) -> anyhow::Result<()> {
     let source = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
     let started = std::time::Instant::now();
-    let made = mediaflow::image::thumbnail(&source, &spec, &Limits { max_pixels })?;
+    let made = mediaflow::image::thumbnail(&source, &spec, &limits)?;
     let elapsed = started.elapsed();
     std::fs::write(output, &made.bytes).with_context(|| format!("writing {}", output.display()))?;
+    let frames = if made.frames > 1 { format!(" {} frames", made.frames) } else { String::new() };
     println!(
-        "{} -> {} {}x{} {} bytes in {:.1} ms",
+        "{} -> {} {}x{}{frames} {} bytes in {:.1} ms",
         input.display(),
         output.display(),
         made.width,
@@ -533,11 +558,27 @@ async fn async_main() -> anyhow::Result<()> {
             println!("ok: {} profiles", profiles.iter().count());
             Ok(())
         }
-        Command::Thumb { input, width, format, quality, output, max_source_pixels } => {
+        Command::Thumb {
+            input,
+            width,
+            height,
+            fit,
+            gravity,
+            format,
+            quality,
+            output,
+            max_source_pixels,
+            max_animation_frames,
+        } => {
             let format = OutputFormat::from_name(&format)
                 .with_context(|| format!("format '{format}' is not one of webp, jpeg, png, avif"))?;
-            let spec = ThumbSpec { width, format, quality };
-            tokio::task::block_in_place(|| thumb(&input, spec, max_source_pixels, &output))
+            let size = match height {
+                Some(h) => Size::boxed(width, h, fit.unwrap_or_default(), gravity.unwrap_or_default()),
+                None => Size::Width(width),
+            };
+            let spec = ThumbSpec { size, format, quality };
+            let limits = Limits { max_pixels: max_source_pixels, max_frames: max_animation_frames };
+            tokio::task::block_in_place(|| thumb(&input, spec, limits, &output))
         }
         Command::SignUrl { url, key } => {
             anyhow::ensure!(!key.is_empty(), "THUMB_SIGNING_KEY is empty: nothing to sign with");

@@ -198,6 +198,9 @@ pub struct ProfileSummary {
     /// The web-playable proxy formats the profile makes of its videos.
     #[serde(default)]
     pub proxy_formats: Vec<String>,
+    /// Thumbnail sizes anyone may ask for (`"256"`, `"256x256"`).
+    #[serde(default)]
+    pub sizes: Vec<String>,
 }
 
 #[derive(Deserialize)]

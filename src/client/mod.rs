@@ -416,6 +416,23 @@ pub struct Uploaded {
     /// when it could give one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub asset: Option<serde_json::Value>,
+    /// A square crop of an image, for profiles that list a square box
+    /// (`"256x256"`): `{thumbnail_url}?width=256&height=256`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
+}
+
+/// The URL of a square avatar: the smallest square box among `sizes`.
+fn avatar_url(thumbnail_url: &str, sizes: &[String]) -> Option<String> {
+    let side = sizes
+        .iter()
+        .filter_map(|s| {
+            let (w, h) = s.split_once('x')?;
+            let (w, h) = (w.parse::<u32>().ok()?, h.parse::<u32>().ok()?);
+            (w == h).then_some(w)
+        })
+        .min()?;
+    Some(format!("{thumbnail_url}?width={side}&height={side}"))
 }
 
 /// The file to upload, inspected once.
@@ -590,6 +607,10 @@ fn report(ctx: &Ctx, sent: Sent, profile: Option<&api::ProfileSummary>) -> Uploa
         parts_sent: sent.parts_sent,
         resumed: sent.resumed,
         original_url: format!("{server}/originals/{}/{id}", ctx.profile),
+        avatar_url: match profile {
+            Some(p) if p.kind == "image" => thumbnail_url.as_deref().and_then(|t| avatar_url(t, &p.sizes)),
+            _ => None,
+        },
         thumbnail_url,
         poster_url,
         proxy_urls,
@@ -683,6 +704,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn avatar_urls_use_the_smallest_square_box() {
+        let sizes = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let url = |s: &[&str]| avatar_url("http://h/thumb/avatar/k1", &sizes(s));
+        assert_eq!(
+            url(&["128", "512x512", "256x256"]).as_deref(),
+            Some("http://h/thumb/avatar/k1?width=256&height=256")
+        );
+        assert_eq!(url(&["128", "256"]), None, "widths only");
+        assert_eq!(url(&["1200x630"]), None, "no square box");
+    }
+
+    #[test]
     fn key_bases_come_from_file_names() {
         assert_eq!(default_key_base(Path::new("/a/photo.jpg")).as_deref(), Some("photo"));
         assert_eq!(default_key_base(Path::new("my holiday (1).final.jpeg")).as_deref(), Some("my_holiday__1_"));
@@ -746,7 +779,11 @@ mod tests {
             parts_sent: 1,
             resumed: false,
         };
-        let video = api::ProfileSummary { kind: "video".into(), proxy_formats: vec!["mp4".into(), "webm".into()] };
+        let video = api::ProfileSummary {
+            kind: "video".into(),
+            proxy_formats: vec!["mp4".into(), "webm".into()],
+            sizes: vec![],
+        };
         let done = report(&ctx, sent(), Some(&video));
         assert_eq!(done.thumbnail_url, None);
         assert_eq!(done.poster_url.as_deref(), Some("http://127.0.0.1:1/thumb/video/m"));
@@ -762,10 +799,14 @@ mod tests {
         let json = serde_json::to_value(&done).unwrap();
         assert!(json.get("thumbnail_url").is_none() && json["poster_url"].is_string(), "{json}");
         // A video profile without proxies: the list is there, empty.
-        let bare = api::ProfileSummary { kind: "video".into(), proxy_formats: vec![] };
+        let bare = api::ProfileSummary { kind: "video".into(), proxy_formats: vec![], sizes: vec![] };
         assert_eq!(report(&ctx, sent(), Some(&bare)).proxy_urls, Some(vec![]));
         // An image profile, or a server without GET /v1/profiles: the thumbnail, as before.
-        let image = api::ProfileSummary { kind: "image".into(), proxy_formats: vec![] };
+        let image = api::ProfileSummary {
+            kind: "image".into(),
+            proxy_formats: vec![],
+            sizes: vec!["128".into(), "64x64".into(), "256x256".into()],
+        };
         for profile in [Some(&image), None] {
             let done = report(&ctx, sent(), profile);
             assert_eq!(done.thumbnail_url.as_deref(), Some("http://127.0.0.1:1/thumb/video/m"));
@@ -773,6 +814,11 @@ mod tests {
             let json = serde_json::to_value(report(&ctx, sent(), profile)).unwrap();
             assert!(json.get("poster_url").is_none() && json.get("proxy_urls").is_none(), "{json}");
         }
+        // The smallest square box of an image profile is the avatar.
+        let avatar = report(&ctx, sent(), Some(&image)).avatar_url;
+        assert_eq!(avatar.as_deref(), Some("http://127.0.0.1:1/thumb/video/m?width=64&height=64"));
+        assert_eq!(report(&ctx, sent(), None).avatar_url, None);
+        assert_eq!(report(&ctx, sent(), Some(&video)).avatar_url, None);
     }
 
     #[test]

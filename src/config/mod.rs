@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use profiles::{Media, MediaKind, Profile, Profiles, ProxyFormat, VideoSettings};
+pub use profiles::{Media, MediaKind, Profile, Profiles, ProxyFormat, ThumbSize, VideoSettings};
 
 use crate::storage::s3::S3Settings;
 
@@ -116,6 +116,9 @@ pub struct Settings {
     /// Largest source image, in pixels (width × height).
     #[arg(long, env = "MAX_SOURCE_PIXELS", default_value_t = 100_000_000)]
     pub max_source_pixels: u64,
+    /// Most frames of a GIF or animated WebP made into an animated WebP; more is 422.
+    #[arg(long, env = "MAX_ANIMATION_FRAMES", default_value_t = 1000)]
+    pub max_animation_frames: u32,
     /// Seconds a transform may run; then it is answered 503 and its work stops.
     #[arg(long, env = "TRANSFORM_TIMEOUT", default_value_t = 30)]
     pub transform_timeout: u64,
@@ -194,6 +197,8 @@ pub struct TransformConfig {
     pub queue: usize,
     /// Largest source, pixels.
     pub max_pixels: u64,
+    /// Most frames of an animation made into an animated WebP.
+    pub max_frames: u32,
     /// Per-transform time limit.
     pub timeout: Duration,
     /// Memory budget of the renders running at once, bytes.
@@ -341,6 +346,9 @@ impl Config {
         if s.max_source_pixels == 0 {
             return Err(invalid("MAX_SOURCE_PIXELS", "must be at least 1"));
         }
+        if s.max_animation_frames == 0 {
+            return Err(invalid("MAX_ANIMATION_FRAMES", "must be at least 1"));
+        }
         let secs = |name: &'static str, v: u64| {
             if v == 0 { Err(invalid(name, "must be at least 1 second")) } else { Ok(Duration::from_secs(v)) }
         };
@@ -377,6 +385,7 @@ impl Config {
                 concurrency,
                 queue: s.transform_queue,
                 max_pixels: s.max_source_pixels,
+                max_frames: s.max_animation_frames,
                 timeout: secs("TRANSFORM_TIMEOUT", s.transform_timeout)?,
                 max_render_memory: render_memory(s.max_render_memory_mb)?,
             },

@@ -68,6 +68,57 @@ pub enum RawSize {
     Number(i64),
 }
 
+/// A thumbnail size a profile lists: a width (`"256"`: the height follows
+/// the image) or a box (`"256x256"`: asked for with `height`, filled as
+/// `fit` and `gravity` say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ThumbSize {
+    /// A width.
+    Width(u32),
+    /// A box.
+    Box {
+        /// Its width.
+        width: u32,
+        /// Its height.
+        height: u32,
+    },
+}
+
+impl ThumbSize {
+    /// The width (a box's width).
+    pub fn width(&self) -> u32 {
+        match *self {
+            Self::Width(w) | Self::Box { width: w, .. } => w,
+        }
+    }
+
+    /// The height of a box.
+    pub fn height(&self) -> Option<u32> {
+        match *self {
+            Self::Width(_) => None,
+            Self::Box { height, .. } => Some(height),
+        }
+    }
+
+    /// Parses `256` or `256x256` (positive decimals; no bounds checked).
+    pub fn parse(s: &str) -> Option<Self> {
+        let number = |t: &str| t.parse::<u32>().ok().filter(|&n| n > 0 && !t.starts_with('+'));
+        match s.split_once(['x', 'X']) {
+            None => number(s).map(Self::Width),
+            Some((w, h)) => Some(Self::Box { width: number(w)?, height: number(h)? }),
+        }
+    }
+}
+
+impl fmt::Display for ThumbSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Width(w) => write!(f, "{w}"),
+            Self::Box { width, height } => write!(f, "{width}x{height}"),
+        }
+    }
+}
+
 /// One profile exactly as written. Optional keys have the defaults below.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,6 +143,7 @@ pub struct RawProfile {
     pub poster_time: Option<f64>,
     pub allow_any_width: Option<bool>,
     pub max_width: Option<i64>,
+    pub max_height: Option<i64>,
     pub initial_batch_size: Option<i64>,
     pub max_batch_size: Option<i64>,
 }
@@ -148,11 +200,11 @@ pub struct Profile {
     pub enable_sharding: bool,
     /// Folder of the thumbnails (no trailing slash).
     pub thumb_folder: String,
-    /// Allowed thumbnail widths.
-    pub sizes: Vec<u32>,
-    /// Width when none is asked for (`None`: the profile has no sizes, so a
-    /// thumbnail request must name its width).
-    pub default_size: Option<u32>,
+    /// Thumbnail widths and boxes anyone may ask for.
+    pub sizes: Vec<ThumbSize>,
+    /// The size of a request that names none (`None`: the profile has no
+    /// sizes, so a thumbnail request must name its width).
+    pub default_size: Option<ThumbSize>,
     /// Encoder quality, 1..=100.
     pub quality: u8,
     /// Default thumbnail format.
@@ -163,6 +215,8 @@ pub struct Profile {
     pub allow_any_width: bool,
     /// Widest thumbnail.
     pub max_width: u32,
+    /// Tallest box (`height`) a request may ask for with `allow_any_width`.
+    pub max_height: u32,
     /// Part URLs in the presign answer.
     pub initial_batch_size: u32,
     /// Most part URLs per presign/parts call.
@@ -468,15 +522,19 @@ fn in_range(field: &'static str, v: i64, min: i64, max: i64) -> FieldResult<i64>
     if v < min || v > max { Err((field, format!("must be between {min} and {max}, got {v}"))) } else { Ok(v) }
 }
 
-fn size_value(field: &'static str, raw: &RawSize) -> FieldResult<u32> {
-    let n = match raw {
-        RawSize::Number(n) => *n,
-        RawSize::Text(s) => s.trim().parse::<i64>().map_err(|_| (field, format!("'{s}' is not a positive integer")))?,
+fn size_value(field: &'static str, raw: &RawSize) -> FieldResult<ThumbSize> {
+    let size = match raw {
+        RawSize::Number(n) => u32::try_from(*n).ok().filter(|&n| n > 0).map(ThumbSize::Width),
+        RawSize::Text(s) => ThumbSize::parse(s.trim()),
     };
-    if n <= 0 || n > 16384 {
-        return Err((field, format!("{n} is not a width in 1..=16384")));
+    let shown = match raw {
+        RawSize::Number(n) => n.to_string(),
+        RawSize::Text(s) => format!("'{s}'"),
+    };
+    match size {
+        Some(size) if size.width() <= 16384 && size.height().is_none_or(|h| h <= 16384) => Ok(size),
+        _ => Err((field, format!("{shown} is not a width (\"256\") or a box (\"256x256\") of sides in 1..=16384"))),
     }
-    Ok(n as u32)
 }
 
 fn folder(field: &'static str, raw: &str) -> FieldResult<String> {
@@ -570,7 +628,8 @@ fn validate(name: &str, raw: RawProfile) -> Result<Profile, Vec<(&'static str, S
         format!("thumbnails/{name}"),
     );
     let max_width = p.take(in_range("max_width", raw.max_width.unwrap_or(4096), 1, 16384), 4096) as u32;
-    let sizes: Vec<u32> = raw
+    let max_height = p.take(in_range("max_height", raw.max_height.unwrap_or(4096), 1, 16384), 4096) as u32;
+    let sizes: Vec<ThumbSize> = raw
         .sizes
         .unwrap_or_default()
         .iter()
@@ -588,12 +647,16 @@ fn validate(name: &str, raw: RawProfile) -> Result<Profile, Vec<(&'static str, S
         && !sizes.is_empty()
         && !sizes.contains(&d)
     {
-        p.add("default_size", format!("{d} is not one of sizes {sizes:?}"));
+        let listed: Vec<String> = sizes.iter().map(ThumbSize::to_string).collect();
+        p.add("default_size", format!("{d} is not one of sizes [{}]", listed.join(", ")));
     }
     // A profile without sizes is valid (uploads only, or a video profile):
     // its thumbnail requests are refused with a 400 unless allow_any_width.
-    if let Some(w) = sizes.iter().chain(default_size.as_ref()).find(|w| **w > max_width) {
-        p.add("sizes", format!("{w} is wider than max_width {max_width}"));
+    if let Some(s) = sizes.iter().chain(default_size.as_ref()).find(|s| s.width() > max_width) {
+        p.add("sizes", format!("{s} is wider than max_width {max_width}"));
+    }
+    if let Some(s) = sizes.iter().chain(default_size.as_ref()).find(|s| s.height().is_some_and(|h| h > max_height)) {
+        p.add("sizes", format!("{s} is taller than max_height {max_height}"));
     }
     let quality = p.take(in_range("quality", raw.quality.unwrap_or(85), 1, 100), 85) as u8;
     let convert_ext = raw.convert_to.unwrap_or_else(|| "webp".into());
@@ -653,6 +716,7 @@ fn validate(name: &str, raw: RawProfile) -> Result<Profile, Vec<(&'static str, S
         cache_duration,
         allow_any_width,
         max_width,
+        max_height,
         initial_batch_size,
         max_batch_size,
         reserved_shards: BTreeSet::new(),
@@ -701,8 +765,8 @@ mod tests {
         assert_eq!(avatar.size_max_bytes, 5_242_880);
         assert_eq!(avatar.multipart_threshold, 15 * MIB);
         assert_eq!(avatar.part_size, 8 * MIB);
-        assert_eq!(avatar.sizes, vec![128, 256]);
-        assert_eq!(avatar.default_size, Some(256));
+        assert_eq!(avatar.sizes, vec![ThumbSize::Width(128), ThumbSize::Width(256)]);
+        assert_eq!(avatar.default_size, Some(ThumbSize::Width(256)));
         assert_eq!(avatar.convert_to.format, OutputFormat::Webp);
         assert_eq!(avatar.token_ttl, Duration::from_secs(900));
         assert_eq!(p.get("video").unwrap().kind(), MediaKind::Video);
@@ -713,9 +777,9 @@ mod tests {
         let yaml = "profiles:\n  a:\n    allowed_mimes: [image/png]\n    size_max_bytes: 10\n    storage_path: x/{key_base}\n    sizes: [64]\n";
         let p = Profiles::parse(yaml, "f.yaml").unwrap();
         let d = p.get("default").unwrap();
-        assert_eq!(d.default_size, Some(256));
+        assert_eq!(d.default_size, Some(ThumbSize::Width(256)));
         assert_eq!(d.convert_to.format, OutputFormat::Webp);
-        assert_eq!(p.get("a").unwrap().sizes, vec![64]);
+        assert_eq!(p.get("a").unwrap().sizes, vec![ThumbSize::Width(64)]);
     }
 
     #[test]
@@ -777,9 +841,10 @@ mod tests {
         let video = p.get("video").unwrap();
         assert!(video.sizes.is_empty());
         assert_eq!(video.default_size, None);
-        let err = crate::thumbs::resolve_variant(video, None, None, None, None).unwrap_err();
+        let err = crate::thumbs::resolve_variant(video, &Default::default()).unwrap_err();
         assert!(err.contains("width is required"), "{err}");
-        let err = crate::thumbs::resolve_variant(video, Some("64"), None, None, None).unwrap_err();
+        let params = crate::thumbs::ThumbParams { width: Some("64"), ..Default::default() };
+        let err = crate::thumbs::resolve_variant(video, &params).unwrap_err();
         assert!(err.contains("no thumbnail sizes"), "{err}");
     }
 
@@ -844,5 +909,49 @@ mod more_tests {
         assert!(e.to_string().contains("'avi' is not a proxy format"), "{e}");
         let e = Profiles::parse(&format!("{base}    kind: video\n    formats: [mp4]\n"), "f").unwrap_err();
         assert!(e.to_string().contains("proxy_folder"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod box_tests {
+    use super::*;
+
+    const BASE: &str =
+        "profiles:\n  a:\n    allowed_mimes: [image/png]\n    size_max_bytes: 100\n    storage_path: x/{key_base}\n";
+
+    #[test]
+    fn sizes_are_widths_or_boxes() {
+        let yaml =
+            format!("{BASE}    sizes: [\"128\", \"256x256\", 64, \"1200X630\"]\n    default_size: \"256x256\"\n");
+        let p = Profiles::parse(&yaml, "f").unwrap();
+        let a = p.get("a").unwrap();
+        assert_eq!(
+            a.sizes,
+            vec![
+                ThumbSize::Width(128),
+                ThumbSize::Box { width: 256, height: 256 },
+                ThumbSize::Width(64),
+                ThumbSize::Box { width: 1200, height: 630 }
+            ]
+        );
+        assert_eq!(a.default_size, Some(ThumbSize::Box { width: 256, height: 256 }));
+        assert_eq!(a.max_height, 4096, "the default");
+        assert_eq!(a.sizes.iter().map(ThumbSize::to_string).collect::<Vec<_>>(), ["128", "256x256", "64", "1200x630"]);
+    }
+
+    #[test]
+    fn bad_boxes_are_refused() {
+        for (extra, want) in [
+            ("    sizes: [\"256x\"]\n", "'256x' is not a width"),
+            ("    sizes: [\"0x10\"]\n", "is not a width"),
+            ("    sizes: [\"10x-1\"]\n", "is not a width"),
+            ("    sizes: [\"+10\"]\n", "is not a width"),
+            ("    sizes: [\"256x300\"]\n    max_height: 200\n", "256x300 is taller than max_height 200"),
+            ("    sizes: [\"256x256\"]\n    default_size: \"256x128\"\n", "256x128 is not one of sizes [256x256]"),
+            ("    sizes: [\"64\"]\n    max_height: 0\n", "max_height"),
+        ] {
+            let e = Profiles::parse(&format!("{BASE}{extra}"), "f").unwrap_err();
+            assert!(e.to_string().contains(want), "{extra}: {e}");
+        }
     }
 }

@@ -35,15 +35,19 @@ pub struct ProfileInfo {
     pub token_ttl_seconds: u64,
     /// Whether a client may send its own `shard`.
     pub custom_shards: bool,
-    /// Thumbnail sizes anyone may ask for.
-    #[schema(example = json!(["128", "256"]))]
+    /// Thumbnail sizes anyone may ask for: widths (`"256"`, `?width=256`)
+    /// and boxes (`"256x256"`, `?width=256&height=256`).
+    #[schema(example = json!(["128", "256", "256x256"]))]
     pub sizes: Vec<String>,
-    /// The size of a thumbnail URL without `width`.
+    /// The size of a thumbnail URL without `width`: a width or a box.
     pub default_size: Option<String>,
-    /// Whether other widths up to `max_width` are allowed (signed, with THUMB_SIGNING_KEY).
+    /// Whether other widths up to `max_width` (and boxes up to `max_width` ×
+    /// `max_height`) are allowed (signed, with THUMB_SIGNING_KEY).
     pub allow_any_width: bool,
     /// Widest thumbnail.
     pub max_width: u32,
+    /// Tallest box, with `allow_any_width`.
+    pub max_height: u32,
     /// The thumbnails' default format.
     #[schema(example = "webp")]
     pub format: String,
@@ -72,10 +76,11 @@ impl ProfileInfo {
             max_batch_size: p.max_batch_size,
             token_ttl_seconds: p.token_ttl.as_secs(),
             custom_shards: p.enable_sharding && p.storage_path.uses_shard(),
-            sizes: p.sizes.iter().map(u32::to_string).collect(),
+            sizes: p.sizes.iter().map(ToString::to_string).collect(),
             default_size: p.default_size.map(|s| s.to_string()),
             allow_any_width: p.allow_any_width,
             max_width: p.max_width,
+            max_height: p.max_height,
             format: p.convert_to.format.extension().to_owned(),
             quality: p.quality,
             proxy_formats: p

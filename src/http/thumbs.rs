@@ -18,14 +18,25 @@ use super::extract::{ApiPath, ApiQuery};
 use super::media::{Condition, MediaHeaders, evaluate};
 use crate::assets::AssetKey;
 use crate::state::AppState;
-use crate::thumbs::{FormatChoice, resolve_variant};
+use crate::thumbs::{FormatChoice, ThumbParams, resolve_variant};
 
 /// Query of thumbnail URLs.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ThumbQuery {
-    /// Width in pixels (default: the profile's `default_size`).
+    /// Width in pixels (default: the profile's `default_size`, a width or a box).
     pub width: Option<String>,
+    /// Height in pixels: with it, `width`×`height` is a box, which must be one
+    /// of the profile's `sizes` (`"256x256"`) unless `allow_any_width` (then up
+    /// to `max_width` × `max_height`). Never upscaled.
+    pub height: Option<String>,
+    /// How a box is filled: `cover` (the default: fills it exactly, cropping
+    /// the overflow) or `inside` (the whole image within it).
+    pub fit: Option<String>,
+    /// What a `cover` crop keeps: `center` (the default), `north`, `south`,
+    /// `east`, `west`, or `smart` (the most salient region: edges, saturated
+    /// colours, skin tones).
+    pub gravity: Option<String>,
     /// `webp`, `jpeg`, `png`, `avif` or `auto` (default: the profile's `convert_to`).
     pub format: Option<String>,
     /// 1..=100 (default: the profile's `quality`).
@@ -44,14 +55,14 @@ pub struct ThumbQuery {
         ThumbQuery,
     ),
     responses(
-        (status = 200, description = "The thumbnail", content(
+        (status = 200, description = "The thumbnail: an animated WebP for an animated GIF or WebP source asked for as WebP", content(
             (super::openapi::Binary = "image/webp"), (super::openapi::Binary = "image/jpeg"), (super::openapi::Binary = "image/png"), (super::openapi::Binary = "image/avif"))),
         (status = 304, description = "Not modified"),
-        (status = 400, description = "Width, format or quality not allowed", body = ErrorBody),
+        (status = 400, description = "Width, box (height, fit, gravity), format or quality not allowed", body = ErrorBody),
         (status = 403, description = "A signature is needed and missing or wrong", body = ErrorBody),
         (status = 404, description = "Unknown profile or missing original", body = ErrorBody),
         (status = 415, description = "The original cannot be decoded", body = ErrorBody),
-        (status = 422, description = "Over a limit: the source's pixels or side, the format's own size (WebP: 16383 px), or the render memory budget", body = ErrorBody),
+        (status = 422, description = "Over a limit: the source's pixels or side, an animation's frames (MAX_ANIMATION_FRAMES), the format's own size (WebP: 16383 px), or the render memory budget", body = ErrorBody),
         (status = 502, description = "The store failed", body = ErrorBody),
         (status = 503, description = "Too many renders waiting, or the render took longer than TRANSFORM_TIMEOUT (with Retry-After)", body = ErrorBody),
     ))]
@@ -65,8 +76,16 @@ pub async fn get_thumb(
 ) -> ApiResult<Response> {
     let asset = AssetKey::resolve(&state.profiles, &profile, &image_id, q.shard.as_deref())?;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let req = resolve_variant(asset.profile(), q.width.as_deref(), q.format.as_deref(), q.quality.as_deref(), accept)
-        .map_err(ApiError::bad_request)?;
+    let params = ThumbParams {
+        width: q.width.as_deref(),
+        height: q.height.as_deref(),
+        fit: q.fit.as_deref(),
+        gravity: q.gravity.as_deref(),
+        format: q.format.as_deref(),
+        quality: q.quality.as_deref(),
+        accept,
+    };
+    let req = resolve_variant(asset.profile(), &params).map_err(ApiError::bad_request)?;
     let quality_given = q.quality.as_deref().is_some_and(|v| !v.trim().is_empty());
     state
         .thumbs
@@ -74,7 +93,7 @@ pub async fn get_thumb(
         .map_err(|e| ApiError::Forbidden(e.to_string()))?;
     let variant = state.thumbs.get(&asset, &req).await?;
     let media = MediaHeaders {
-        filename: Some(format!("{}_{}.{}", asset.key_base(), req.width, req.format.extension())),
+        filename: Some(format!("{}_{}.{}", asset.key_base(), req.size.name(), req.format.extension())),
         content_type: variant.content_type.to_owned(),
         etag: variant.etag.clone(),
         last_modified: Some(variant.last_modified),
@@ -150,7 +169,7 @@ async fn read_image(state: &AppState, req: Request, limit: u64) -> ApiResult<Byt
 pub struct ThumbsCreated {
     /// The original's key.
     pub object_key: String,
-    /// Width → variant key.
+    /// Size (`"256"`, `"256x256"`) → variant key.
     pub thumbnails: BTreeMap<String, String>,
 }
 

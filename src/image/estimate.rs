@@ -13,7 +13,9 @@
 //! - resize: the shrunk image, its premultiplied copy (RGBA), the Lanczos3
 //!   intermediate and the resized image;
 //! - encode: the resized image, one copy (colour conversion, orientation,
-//!   alpha flattening) and the encoder's buffers and output.
+//!   alpha flattening), the saliency map of a smart crop (8 bytes a pixel of
+//!   the resized image), the cropped window and the encoder's buffers and
+//!   output.
 //!
 //! Sizes are those the [`Geometry`] decides, which the decoders follow, so
 //! the estimate describes the work that will be done. The constants were
@@ -21,10 +23,16 @@
 //! docs/limits.md) and rounded up: the estimate is meant to be above the
 //! real peak, never below.
 //!
-//! Extending it: an animated output multiplies the per-frame decode and
-//! resize cost by the frames it keeps (today every output takes the first
-//! frame only, see [`frames_decoded`]); a crop or a box changes the geometry,
-//! and the stages price whatever sizes it holds.
+//! An animation made into an animated WebP ([`Geometry::frames`] > 1) is
+//! decoded one frame at a time, each frame going through all the stages
+//! before the next is decoded, so the stages are those of one frame (with
+//! the animation decoder's own canvases: every frame is composited onto a
+//! full RGBA canvas) plus what the whole animation holds from its first
+//! frame to its end ([`MemoryEstimate::animation`]): libwebp's animation
+//! encoder (a few canvases of the output size and its candidate encodings)
+//! and the compressed frames, which the file is assembled from at the end,
+//! beside them. A cover box's crop is cut after the resize, so the stages
+//! price the image resized to cover the box, then the window.
 
 use super::{Geometry, ImageInfo, OutputFormat, SourceFormat, decode};
 
@@ -38,14 +46,18 @@ pub struct MemoryEstimate {
     pub decode: u64,
     /// The Lanczos3 resize.
     pub resize: u64,
-    /// Colour conversion, orientation and encoding.
+    /// Colour conversion, orientation, the crop and encoding.
     pub encode: u64,
+    /// An animation only: what is held from the first frame to the end
+    /// (the animation encoder and the compressed frames). 0 for one frame.
+    pub animation: u64,
 }
 
 impl MemoryEstimate {
-    /// The most the render holds at once: the source plus its costliest stage.
+    /// The most the render holds at once: the source (and an animation's
+    /// encoder) plus its costliest stage.
     pub fn peak(&self) -> u64 {
-        self.source + self.decode.max(self.resize).max(self.encode)
+        self.source + self.animation + self.decode.max(self.resize).max(self.encode)
     }
 }
 
@@ -97,42 +109,86 @@ fn output_per_pixel(format: OutputFormat, channels: u64) -> u64 {
     }
 }
 
-/// Frames a render decodes: the first only, for every output this version
-/// makes. (Animated WebP output will decode them all: `info.frames`.)
-pub fn frames_decoded(_info: &ImageInfo, _format: OutputFormat) -> u64 {
-    1
+/// libwebp's animation encoder per output pixel, beyond the compressed
+/// frames: three ARGB canvases (the frame being added, the previous one and
+/// its copy), the ARGB picture of each of its two candidate encodings (key
+/// frame, sub-frame) with the lossy encoder's working memory for each.
+const ANIM_ENCODER_PER_PIXEL: u64 = 3 * 4 + 2 * (4 + 5);
+
+/// Most bytes a lossy animation frame compresses to, per pixel: noise at
+/// quality 100 comes close to it, real frames stay far below.
+const ANIM_OUTPUT_PER_PIXEL: u64 = 4;
+
+/// The bytes of `(w, h)` pixels at `c` bytes each.
+fn px((w, h): (u32, u32)) -> u64 {
+    u64::from(w) * u64::from(h)
 }
 
 /// The peak memory of rendering `info` through `g` into `format`, from a
 /// source of `source_len` bytes.
 pub fn estimate(info: &ImageInfo, g: &Geometry, format: OutputFormat, source_len: u64) -> MemoryEstimate {
-    let px = |(w, h): (u32, u32)| u64::from(w) * u64::from(h);
     let c = u64::from(g.channels);
-    let frames = frames_decoded(info, format);
-
+    let animated = g.frames > 1;
     let shrunk = px(g.shrunk) * c;
     let shrinking = g.shrink != (1, 1);
     // The band's running sums (u64 per output column and channel).
     let band = if shrinking { u64::from(g.shrunk.0) * c * 8 } else { 0 };
-    let decode = frames * (decoder_work(info, g) + if g.streamed { 0 } else { px(g.decoded) * c } + band + shrunk);
+    // An animation's decoder keeps its canvas between frames, and adds the
+    // frame it decodes and the composited canvas it hands over.
+    let (keeps, making) = if animated { animation_decoder(info) } else { (0, decoder_work(info, g)) };
+    let whole = if g.streamed { 0 } else { px(g.decoded) * c };
+    let decode = keeps + making + whole + band + shrunk;
 
-    let resized = px(g.resized) * c;
-    let resize = if g.shrunk == g.resized {
-        frames * shrunk
-    } else {
-        // Source, premultiplied copy (alpha only), the intermediate of the
-        // first pass (whichever way round), the result, and the tables.
-        let premultiplied = if c == 4 { shrunk } else { 0 };
-        let intermediate = px((g.resized.0, g.shrunk.1)).max(px((g.shrunk.0, g.resized.1))) * c;
-        let tables = (u64::from(g.resized.0) + u64::from(g.resized.1)) * 320;
-        frames * (shrunk + premultiplied + intermediate + resized + tables) + DECODER_FIXED
-    };
+    let resize = keeps + resize_cost(g);
 
     let out_px = px(g.output);
-    let encode =
-        frames * resized * 2 + out_px * (encoder_work_per_pixel(format) + output_per_pixel(format, c)) + DECODER_FIXED;
+    // The smart crop's luma and score per pixel of the resized image.
+    let smart = if g.output != g.displayed { px(g.displayed) * 8 } else { 0 };
+    let encode = keeps
+        + px(g.resized) * c * 2
+        + smart
+        + out_px * (c + encoder_work_per_pixel(format) + output_per_pixel(format, c))
+        + DECODER_FIXED;
 
-    MemoryEstimate { source: source_len + RENDER_FIXED, decode, resize, encode }
+    // The compressed frames are held until the file is assembled from
+    // them, beside them.
+    let animation = if animated {
+        out_px * ANIM_ENCODER_PER_PIXEL + 2 * u64::from(g.frames) * out_px * ANIM_OUTPUT_PER_PIXEL + DECODER_FIXED
+    } else {
+        0
+    };
+    MemoryEstimate { source: source_len + RENDER_FIXED, decode, resize, encode, animation }
+}
+
+/// The Lanczos3 stage: source, premultiplied copy (alpha only), the
+/// intermediate of the first pass (whichever way round), the result, and
+/// the tables.
+fn resize_cost(g: &Geometry) -> u64 {
+    let c = u64::from(g.channels);
+    let shrunk = px(g.shrunk) * c;
+    if g.shrunk == g.resized {
+        return shrunk;
+    }
+    let premultiplied = if c == 4 { shrunk } else { 0 };
+    let intermediate = px((g.resized.0, g.shrunk.1)).max(px((g.shrunk.0, g.resized.1))) * c;
+    let tables = (u64::from(g.resized.0) + u64::from(g.resized.1)) * 320;
+    shrunk + premultiplied + intermediate + px(g.resized) * c + tables + DECODER_FIXED
+}
+
+/// The `image` crate's animation decoders: what they keep between frames,
+/// and what decoding one adds (before the canvas it hands over is shrunk).
+fn animation_decoder(info: &ImageInfo) -> (u64, u64) {
+    let canvas = u64::from(info.width) * u64::from(info.height) * 4;
+    let frame = info.max_frame_pixels;
+    match info.format {
+        // The canvas left by the frames so far; the frame's own RGBA pixels,
+        // and the composited canvas (LZW tables and a read buffer besides).
+        SourceFormat::Gif => (canvas, frame * 4 + canvas + (64 << 10) + DECODER_FIXED),
+        // image-webp's canvas; the frame's planes and RGBA pixels, the
+        // canvas copied out, and the `image` crate's RGBA conversion of an
+        // RGB one.
+        _ => (canvas, frame * (webp_work_per_pixel(true) + 4) + 2 * canvas + DECODER_FIXED),
+    }
 }
 
 /// What a decoder holds beyond the image it produces.

@@ -14,14 +14,21 @@
 //!
 //! Pipeline order is chosen for speed and memory: shrink as early as possible
 //! (JPEG DCT scaling inside the decoder, an integer box shrink fed row by row
-//! by the decoders, then a Lanczos3 resize), and do colour management and
-//! EXIF orientation on the small result, where they cost almost nothing.
+//! by the decoders, then a Lanczos3 resize), and do colour management, EXIF
+//! orientation and the crop of a box on the small result, where they cost
+//! almost nothing. Sizes, boxes and gravity are of the displayed
+//! (EXIF-oriented) image ([`layout`]); a `smart` crop searches the resized
+//! image. Animated GIF and WebP sources made into WebP stay animated: their
+//! frames are decoded one at a time and go through the same geometry into
+//! libwebp's animation encoder (`anim.rs`).
 
+mod anim;
 mod cancel;
 mod color;
 mod decode;
 mod encode;
 mod estimate;
+mod geometry;
 mod resize;
 mod shrink;
 mod sniff;
@@ -34,8 +41,10 @@ mod tests;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+pub use anim::loop_count;
 pub use cancel::Cancel;
 pub use estimate::{MemoryEstimate, estimate};
+pub use geometry::{Fit, Gravity, Layout, Size, SmartStrategy, layout, place, smart_window};
 pub use sniff::{probe, sniff};
 
 /// Container format of a source image, recognised from its magic bytes.
@@ -167,16 +176,28 @@ impl OutputFormat {
 /// Resource limits applied before and during decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest accepted `width * height` of the stored source image. Checked
-    /// from the header before any pixel is decoded.
+    /// Largest accepted `width * height` of the stored source image (of an
+    /// animation: of its canvas and of each frame). Checked from the header
+    /// before any pixel is decoded.
     pub max_pixels: u64,
+    /// Most frames an animation made into an animated WebP may have. The
+    /// frames decoded together may also hold at most
+    /// [`ANIMATION_PIXEL_FACTOR`] × `max_pixels` canvas pixels.
+    pub max_frames: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_pixels: 100_000_000 }
+        Limits { max_pixels: 100_000_000, max_frames: 1000 }
     }
 }
+
+/// An animation made into an animated WebP decodes and composites one full
+/// canvas per frame, so its work is frames × canvas pixels; this many times
+/// [`Limits::max_pixels`] is the most it may be (1 gigapixel by default:
+/// 500 frames of 1920 × 1080, a few seconds of decoding). Frames are decoded
+/// one at a time, so memory does not grow with it (see `estimate.rs`).
+pub const ANIMATION_PIXEL_FACTOR: u64 = 10;
 
 /// Longest side accepted from any source, whatever its pixel count: wider
 /// images make every row buffer huge (a 100 000 000 × 1 PNG is one 300 MB
@@ -221,15 +242,23 @@ pub struct ImageInfo {
 /// What thumbnail to make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThumbSpec {
-    /// Target width in pixels of the displayed (EXIF-oriented) image. The
-    /// height follows from the aspect ratio. Never upscales: a narrower
-    /// source keeps its own size.
-    pub width: u32,
+    /// Target size of the displayed (EXIF-oriented) image: a width (the
+    /// height follows from the aspect ratio) or a box ([`layout`]). Never
+    /// upscales: a smaller source keeps its own size (a cover box then
+    /// takes the largest crop of its aspect ratio the source holds).
+    pub size: Size,
     /// Output encoding.
     pub format: OutputFormat,
     /// Encoder quality 0–100 (values above 100 are treated as 100; JPEG
     /// treats 0 as 1). Ignored for PNG.
     pub quality: u8,
+}
+
+impl ThumbSpec {
+    /// A thumbnail `width` pixels wide.
+    pub const fn of_width(width: u32, format: OutputFormat, quality: u8) -> Self {
+        ThumbSpec { size: Size::Width(width), format, quality }
+    }
 }
 
 /// An encoded thumbnail.
@@ -243,6 +272,8 @@ pub struct Thumbnail {
     pub height: u32,
     /// Encoding of `bytes`.
     pub format: OutputFormat,
+    /// Frames in `bytes`: more than 1 for an animated WebP.
+    pub frames: u32,
 }
 
 /// Why an image could not be probed or thumbnailed.
@@ -285,6 +316,27 @@ pub enum ImageError {
         /// That format's limit.
         max_side: u32,
     },
+    /// An animation with more frames than [`Limits::max_frames`].
+    #[error("the animation has {frames} frames, more than the {max} allowed")]
+    TooManyFrames {
+        /// Frames found (the header walk's count, or the first one past the cap).
+        frames: u32,
+        /// The limit in force.
+        max: u32,
+    },
+    /// An animation whose frames together hold more canvas pixels than
+    /// [`ANIMATION_PIXEL_FACTOR`] × [`Limits::max_pixels`].
+    #[error("the animation has {frames} frames of {width}x{height}: more than {max_pixels} pixels to decode")]
+    AnimationTooLarge {
+        /// Frames.
+        frames: u32,
+        /// Canvas width.
+        width: u32,
+        /// Canvas height.
+        height: u32,
+        /// The limit in force (frames × canvas pixels).
+        max_pixels: u64,
+    },
     /// A recognised image whose data is corrupt.
     #[error("cannot decode image: {0}")]
     Decode(String),
@@ -325,6 +377,12 @@ impl ImageError {
             ImageError::SideTooLong { max_side, .. } => {
                 Some(format!("sources are limited to {max_side} pixels a side"))
             }
+            ImageError::TooManyFrames { max, .. } => Some(format!(
+                "animations are limited to {max} frames (MAX_ANIMATION_FRAMES); ask for format=jpeg, png or avif to get the first frame"
+            )),
+            ImageError::AnimationTooLarge { .. } => {
+                Some("ask for format=jpeg, png or avif to get the first frame, or raise MAX_SOURCE_PIXELS".to_owned())
+            }
             _ => None,
         }
     }
@@ -345,8 +403,15 @@ pub struct Geometry {
     pub shrunk: (u32, u32),
     /// After the Lanczos3 resize, stored orientation.
     pub resized: (u32, u32),
-    /// The thumbnail, displayed (EXIF-oriented) orientation.
+    /// The resized image, displayed (EXIF-oriented) orientation: `resized`,
+    /// or its transpose.
+    pub displayed: (u32, u32),
+    /// The thumbnail, displayed orientation: `displayed`, or the window a
+    /// cover box crops out of it.
     pub output: (u32, u32),
+    /// Frames rendered: 1, or every frame of an animation made into an
+    /// animated WebP (its frames are decoded whole, one at a time).
+    pub frames: u32,
     /// Channels of the pipeline's bitmaps: 3 (RGB) or 4 (RGBA).
     pub channels: u8,
     /// Whether the decoder hands rows straight to the pre-shrink (JPEG via
@@ -373,8 +438,8 @@ pub struct Plan {
 /// Costs microseconds (a GIF or WebP is walked block by block to count its
 /// frames).
 pub fn plan(bytes: &[u8], spec: &ThumbSpec, limits: &Limits) -> Result<Plan, ImageError> {
-    if spec.width == 0 {
-        return Err(ImageError::InvalidSpec("width must be at least 1".into()));
+    if spec.size.width() == 0 || spec.size.height() == Some(0) {
+        return Err(ImageError::InvalidSpec("width and height must be at least 1".into()));
     }
     let info = probe(bytes)?;
     check_limits(&info, limits)?;
@@ -382,6 +447,9 @@ pub fn plan(bytes: &[u8], spec: &ThumbSpec, limits: &Limits) -> Result<Plan, Ima
         return Err(ImageError::Unsupported(format!("{} decoding is not supported", info.format.name())));
     }
     let geometry = geometry(&info, spec);
+    if geometry.frames > 1 {
+        check_animation(&info, limits)?;
+    }
     let (width, height) = geometry.output;
     let max_side = spec.format.max_side();
     if width > max_side || height > max_side {
@@ -389,6 +457,13 @@ pub fn plan(bytes: &[u8], spec: &ThumbSpec, limits: &Limits) -> Result<Plan, Ima
     }
     let memory = estimate(&info, &geometry, spec.format, bytes.len() as u64);
     Ok(Plan { info, spec: *spec, geometry, memory })
+}
+
+/// Whether a render of `info` into `format` makes an animation: GIF and
+/// animated WebP sources with more than one frame, into WebP. Other outputs
+/// take the first frame.
+pub fn is_animated_output(info: &ImageInfo, format: OutputFormat) -> bool {
+    info.frames > 1 && format == OutputFormat::Webp && matches!(info.format, SourceFormat::Gif | SourceFormat::Webp)
 }
 
 /// The sizes a render of `info` for `spec` goes through.
@@ -400,26 +475,42 @@ pub fn geometry(info: &ImageInfo, spec: &ThumbSpec) -> Geometry {
 /// rows streamed), else the full-size decode the fallback does.
 pub(crate) fn geometry_with(info: &ImageInfo, spec: &ThumbSpec, dct: bool) -> Geometry {
     let orientation = Orientation::from_exif(u16::from(info.orientation));
-    let output = target_size(info.width, info.height, orientation, spec.width.max(1));
-    let resized = if orientation.swaps_axes() { (output.1, output.0) } else { output };
+    let shown = if orientation.swaps_axes() { (info.height, info.width) } else { (info.width, info.height) };
+    let layout = layout(shown.0, shown.1, spec.size);
+    let (displayed, output) = (layout.resize, layout.output());
+    let resized = if orientation.swaps_axes() { (displayed.1, displayed.0) } else { displayed };
+    let animated = is_animated_output(info, spec.format);
+    let dct = dct && !animated;
     let dct_scale = if dct { decode::jpeg_scale(info.width, info.height, resized.0, resized.1) } else { 8 };
     let scaled = |v: u32| (u64::from(v) * u64::from(dct_scale)).div_ceil(8) as u32;
     let decoded = (scaled(info.width), scaled(info.height));
     let shrink = (shrink::shrink_factor(decoded.0, resized.0), shrink::shrink_factor(decoded.1, resized.1));
     let shrunk = (decoded.0.div_ceil(shrink.0), decoded.1.div_ceil(shrink.1));
-    let alpha = info.channels == 2 || (info.channels == 4 && info.format != SourceFormat::Jpeg);
+    let alpha = animated || info.channels == 2 || (info.channels == 4 && info.format != SourceFormat::Jpeg);
     let streamed = match info.format {
+        _ if animated => false,
         SourceFormat::Jpeg => dct,
         SourceFormat::Png => !info.buffered,
         SourceFormat::Gif => true,
         _ => false,
     };
-    Geometry { dct_scale, decoded, shrink, shrunk, resized, output, channels: if alpha { 4 } else { 3 }, streamed }
+    Geometry {
+        dct_scale,
+        decoded,
+        shrink,
+        shrunk,
+        resized,
+        displayed,
+        output,
+        frames: if animated { info.frames } else { 1 },
+        channels: if alpha { 4 } else { 3 },
+        streamed,
+    }
 }
 
-/// Makes a thumbnail of `bytes`: `spec.width` wide (never wider than the
-/// source), EXIF orientation applied, converted to sRGB, encoded as
-/// `spec.format` without any metadata.
+/// Makes a thumbnail of `bytes`: `spec.size` (never larger than the source),
+/// EXIF orientation applied, converted to sRGB, encoded as `spec.format`
+/// without any metadata.
 ///
 /// The source's header is checked against `limits` before anything is
 /// decoded, so oversized images are refused in microseconds. This is
@@ -432,34 +523,59 @@ pub fn thumbnail(bytes: &[u8], spec: &ThumbSpec, limits: &Limits) -> Result<Thum
 /// Carries out `plan` on `bytes` (the same bytes it was made from).
 ///
 /// `cancel` is checked between stages and inside them (per band of rows
-/// while decoding, per chunk of input in libjpeg, by libwebp's progress
-/// hook while encoding): once raised, the render stops within a few
-/// milliseconds of work and returns [`ImageError::Cancelled`], freeing its
-/// buffers.
+/// while decoding, per chunk of input in libjpeg, per frame of an
+/// animation, by libwebp's progress hook while encoding): once raised, the
+/// render stops within a few milliseconds of work and returns
+/// [`ImageError::Cancelled`], freeing its buffers.
 pub fn render(bytes: &[u8], plan: &Plan, cancel: &Cancel) -> Result<Thumbnail, ImageError> {
     // The C decoders unwind on error (caught closer to them); this outer
     // guard turns any unexpected panic anywhere else into an error as well,
     // so a hostile upload can never take a worker thread down.
-    catch_unwind(AssertUnwindSafe(|| render_inner(bytes, plan, cancel)))
-        .unwrap_or_else(|payload| Err(ImageError::Decode(panic_message(payload.as_ref()))))
+    catch_unwind(AssertUnwindSafe(|| {
+        if plan.geometry.frames > 1 { anim::render(bytes, plan, cancel) } else { render_still(bytes, plan, cancel) }
+    }))
+    .unwrap_or_else(|payload| Err(ImageError::Decode(panic_message(payload.as_ref()))))
 }
 
-fn render_inner(bytes: &[u8], plan: &Plan, cancel: &Cancel) -> Result<Thumbnail, ImageError> {
+fn render_still(bytes: &[u8], plan: &Plan, cancel: &Cancel) -> Result<Thumbnail, ImageError> {
     cancel.check()?;
     let g = &plan.geometry;
     let decoded = decode::decode(bytes, plan, cancel)?;
     cancel.check()?;
-    let mut bitmap = resize::resize(decoded.bitmap, g.resized.0, g.resized.1)?;
+    let bitmap = resize::resize(decoded.bitmap, g.resized.0, g.resized.1)?;
     cancel.check()?;
-    if let Some(icc) = decoded.icc.as_deref() {
-        color::to_srgb(&mut bitmap, icc);
-    }
-    let orientation = Orientation::from_exif(u16::from(plan.info.orientation));
-    let bitmap = resize::orient(bitmap, orientation);
+    let bitmap = finish_frame(bitmap, decoded.icc.as_deref(), plan, &mut None);
     debug_assert_eq!((bitmap.width, bitmap.height), g.output);
     cancel.check()?;
     let bytes = encode::encode(&bitmap, plan.spec.format, plan.spec.quality.min(100), cancel)?;
-    Ok(Thumbnail { bytes, width: bitmap.width, height: bitmap.height, format: plan.spec.format })
+    Ok(Thumbnail { bytes, width: bitmap.width, height: bitmap.height, format: plan.spec.format, frames: 1 })
+}
+
+/// The last steps of every frame, on the resized image: colour to sRGB,
+/// EXIF orientation, then the crop of a cover box, at `at` or, when it is
+/// `None`, where the gravity says (then kept in `at`: an animation crops
+/// every frame where its first frame was cropped).
+pub(crate) fn finish_frame(mut bitmap: Bitmap, icc: Option<&[u8]>, plan: &Plan, at: &mut Option<(u32, u32)>) -> Bitmap {
+    if let Some(icc) = icc {
+        color::to_srgb(&mut bitmap, icc);
+    }
+    let bitmap = resize::orient(bitmap, Orientation::from_exif(u16::from(plan.info.orientation)));
+    let g = &plan.geometry;
+    if g.output == g.displayed {
+        return bitmap;
+    }
+    let at = *at.get_or_insert_with(|| crop_position(&bitmap, plan));
+    geometry::crop(&bitmap, at, g.output)
+}
+
+/// Where the crop window of a cover box goes in the resized, oriented image.
+pub(crate) fn crop_position(bitmap: &Bitmap, plan: &Plan) -> (u32, u32) {
+    let window = plan.geometry.output;
+    match plan.spec.size {
+        Size::Box { gravity: Gravity::Smart, .. } => geometry::smart_place(bitmap, window),
+        Size::Box { gravity, .. } => place(gravity, (bitmap.width, bitmap.height), window),
+        Size::Width(_) => place(Gravity::Center, (bitmap.width, bitmap.height), window),
+    }
 }
 
 /// The source limits: pixel count (of the canvas and of any single frame)
@@ -475,16 +591,33 @@ fn check_limits(info: &ImageInfo, limits: &Limits) -> Result<(), ImageError> {
     Ok(())
 }
 
+/// The limits of an animation made into an animated WebP: the frame count,
+/// and the canvas pixels of all frames together (each frame is composited
+/// onto a full canvas).
+fn check_animation(info: &ImageInfo, limits: &Limits) -> Result<(), ImageError> {
+    if info.frames > limits.max_frames {
+        return Err(ImageError::TooManyFrames { frames: info.frames, max: limits.max_frames });
+    }
+    let all = u64::from(info.frames) * u64::from(info.width) * u64::from(info.height);
+    let max_pixels = limits.max_pixels.saturating_mul(ANIMATION_PIXEL_FACTOR);
+    if all > max_pixels {
+        return Err(ImageError::AnimationTooLarge {
+            frames: info.frames,
+            width: info.width,
+            height: info.height,
+            max_pixels,
+        });
+    }
+    Ok(())
+}
+
 /// Output size for a stored `w`x`h` image shown with `orientation` and asked
 /// to be `target_w` wide: aspect ratio kept, height rounded and at least 1,
 /// never larger than the (oriented) source.
+#[cfg(test)]
 pub(crate) fn target_size(w: u32, h: u32, orientation: Orientation, target_w: u32) -> (u32, u32) {
     let (ow, oh) = if orientation.swaps_axes() { (h, w) } else { (w, h) };
-    if target_w >= ow {
-        return (ow, oh);
-    }
-    let th = (u64::from(oh) * u64::from(target_w) + u64::from(ow) / 2) / u64::from(ow);
-    (target_w, th.clamp(1, u64::from(oh)) as u32)
+    layout(ow, oh, Size::Width(target_w)).output()
 }
 
 /// EXIF orientation, 1–8 as in the EXIF spec (1 = as stored).

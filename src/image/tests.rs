@@ -90,7 +90,7 @@ fn png_from(img: &DynamicImage) -> Vec<u8> {
 }
 
 fn thumb(bytes: &[u8], width: u32, format: OutputFormat) -> Thumbnail {
-    thumbnail(bytes, &ThumbSpec { width, format, quality: 90 }, &Limits::default())
+    thumbnail(bytes, &ThumbSpec::of_width(width, format, 90), &Limits::default())
         .unwrap_or_else(|e| panic!("thumbnail failed: {e}"))
 }
 
@@ -254,8 +254,7 @@ fn probe_reads_isobmff_and_tiff_but_thumbnail_refuses_them() {
     let file = [bx(b"ftyp", b"avif\0\0\0\0avifmif1"), meta].concat();
     let info = probe(&file).unwrap();
     assert_eq!((info.format, info.width, info.height), (SourceFormat::Avif, 4032, 3024));
-    let err = thumbnail(&file, &ThumbSpec { width: 100, format: OutputFormat::Webp, quality: 80 }, &Limits::default())
-        .unwrap_err();
+    let err = thumbnail(&file, &ThumbSpec::of_width(100, OutputFormat::Webp, 80), &Limits::default()).unwrap_err();
     assert!(matches!(err, ImageError::Unsupported(_)), "{err:?}");
 
     // Little-endian TIFF with ImageWidth (SHORT) and ImageLength (LONG).
@@ -473,7 +472,7 @@ fn quality_affects_size() {
     let jpeg = jpeg_from_rgb(&noisy_rgb(300, 200), 95, &JpegMeta::default());
     for format in [OutputFormat::Webp, OutputFormat::Jpeg] {
         let size = |quality| {
-            thumbnail(&jpeg, &ThumbSpec { width: 200, format, quality }, &Limits::default()).unwrap().bytes.len()
+            thumbnail(&jpeg, &ThumbSpec::of_width(200, format, quality), &Limits::default()).unwrap().bytes.len()
         };
         let (low, high) = (size(30), size(95));
         assert!(low * 3 / 2 < high, "{format:?}: q30 {low} B vs q95 {high} B");
@@ -673,7 +672,7 @@ fn png_header_only(w: u32, h: u32) -> Vec<u8> {
 #[test]
 fn huge_png_header_refused_before_decoding() {
     let bomb = png_header_only(40_000, 40_000);
-    let spec = ThumbSpec { width: 256, format: OutputFormat::Webp, quality: 80 };
+    let spec = ThumbSpec::of_width(256, OutputFormat::Webp, 80);
     let start = Instant::now();
     let err = thumbnail(&bomb, &spec, &Limits::default()).unwrap_err();
     let elapsed = start.elapsed();
@@ -683,9 +682,9 @@ fn huge_png_header_refused_before_decoding() {
 
     // Same for a JPEG frame header and a tight custom limit.
     let jpeg = jpeg_from_rgb(&marked_rgb(200, 100), 80, &JpegMeta::default());
-    let err = thumbnail(&jpeg, &spec, &Limits { max_pixels: 19_999 }).unwrap_err();
+    let err = thumbnail(&jpeg, &spec, &Limits { max_pixels: 19_999, ..Limits::default() }).unwrap_err();
     assert!(matches!(err, ImageError::TooLarge { width: 200, height: 100, .. }));
-    assert!(thumbnail(&jpeg, &spec, &Limits { max_pixels: 20_000 }).is_ok());
+    assert!(thumbnail(&jpeg, &spec, &Limits { max_pixels: 20_000, ..Limits::default() }).is_ok());
 }
 
 #[test]
@@ -708,7 +707,7 @@ fn truncated_inputs_error_or_partial_never_panic() {
         webp::encode_lossy(img.as_raw(), 120, 90, 3, 80).unwrap(),
         gif,
     ];
-    let spec = ThumbSpec { width: 60, format: OutputFormat::Webp, quality: 75 };
+    let spec = ThumbSpec::of_width(60, OutputFormat::Webp, 75);
     for src in &sources {
         let step = (src.len() / 40).max(1);
         for len in (0..src.len()).step_by(step).chain([src.len() - 1, src.len() - 2]) {
@@ -737,7 +736,7 @@ fn random_and_corrupted_bytes_never_panic() {
         s ^= s >> 9;
         s
     };
-    let spec = ThumbSpec { width: 32, format: OutputFormat::Jpeg, quality: 70 };
+    let spec = ThumbSpec::of_width(32, OutputFormat::Jpeg, 70);
     let prefixes: [&[u8]; 6] = [b"", b"\xFF\xD8\xFF", b"\x89PNG\r\n\x1a\n", b"RIFF\0\0\0\0WEBPVP8 ", b"GIF89a", b"BM"];
     for prefix in prefixes {
         for len in [0usize, 1, 10, 100, 1000] {
@@ -770,12 +769,12 @@ fn random_and_corrupted_bytes_never_panic() {
 #[test]
 fn invalid_spec() {
     let png = png_from(&DynamicImage::ImageRgb8(marked_rgb(10, 10)));
-    let spec = ThumbSpec { width: 0, format: OutputFormat::Png, quality: 80 };
+    let spec = ThumbSpec::of_width(0, OutputFormat::Png, 80);
     assert!(matches!(thumbnail(&png, &spec, &Limits::default()), Err(ImageError::InvalidSpec(_))));
     // Quality above 100 is clamped, 0 is accepted.
     for quality in [0, 101, 255] {
         for format in [OutputFormat::Webp, OutputFormat::Jpeg] {
-            let spec = ThumbSpec { width: 5, format, quality };
+            let spec = ThumbSpec::of_width(5, format, quality);
             assert!(thumbnail(&png, &spec, &Limits::default()).is_ok());
         }
     }
@@ -788,9 +787,158 @@ fn libjpeg_fatal_error_is_caught_and_reported() {
     let mut jpeg = jpeg_from_rgb(&marked_rgb(32, 32), 80, &JpegMeta::default());
     let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).expect("SOF0");
     jpeg[sof + 9] = 0; // Nf
-    let spec = ThumbSpec { width: 16, format: OutputFormat::Webp, quality: 80 };
+    let spec = ThumbSpec::of_width(16, OutputFormat::Webp, 80);
     match thumbnail(&jpeg, &spec, &Limits::default()) {
         Err(ImageError::Decode(msg)) => assert!(msg.contains("libjpeg"), "{msg}"),
         other => panic!("expected Decode, got {other:?}"),
     }
+}
+
+// ---------------------------------------------------------------- boxes and animations
+
+fn boxed(w: u32, h: u32, fit: Fit, gravity: Gravity, format: OutputFormat) -> ThumbSpec {
+    ThumbSpec { size: Size::boxed(w, h, fit, gravity), format, quality: 90 }
+}
+
+/// Three vertical bands: red, green, blue.
+fn bands(w: u32, h: u32) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, _| Rgb([[255, 0, 0], [0, 255, 0], [0, 0, 255]][(x * 3 / w) as usize]))
+}
+
+fn near3(p: [u8; 4], want: [u8; 3]) -> bool {
+    (0..3).all(|i| p[i].abs_diff(want[i]) <= 30)
+}
+
+#[test]
+fn cover_boxes_crop_at_the_gravity_on_every_path() {
+    // PNG (streamed), JPEG (mozjpeg, DCT-scaled), WebP (whole decode).
+    let img = DynamicImage::ImageRgb8(bands(1200, 800));
+    let jpeg = jpeg_from_rgb(&bands(1200, 800), 95, &JpegMeta::default());
+    let mut webp = Vec::new();
+    img.write_to(&mut Cursor::new(&mut webp), image::ImageFormat::WebP).unwrap();
+    for source in [png_from(&img), jpeg, webp] {
+        for (gravity, left, right) in [
+            (Gravity::West, [255, 0, 0], [0, 255, 0]),
+            (Gravity::East, [0, 255, 0], [0, 0, 255]),
+            (Gravity::Center, [255, 0, 0], [0, 0, 255]),
+        ] {
+            let spec = boxed(256, 256, Fit::Cover, gravity, OutputFormat::Png);
+            let t = thumbnail(&source, &spec, &Limits::default()).unwrap();
+            let out = decode_output(&t);
+            assert_eq!(out.dimensions(), (256, 256));
+            assert!(near3(out.get_pixel(3, 128).0, left), "{gravity:?}: {:?}", out.get_pixel(3, 128));
+            assert!(near3(out.get_pixel(252, 128).0, right), "{gravity:?}: {:?}", out.get_pixel(252, 128));
+        }
+    }
+}
+
+#[test]
+fn boxes_are_in_displayed_space() {
+    // Stored 1200x800, orientation 6: displayed 800x1200, red at the top.
+    let jpeg = jpeg_from_rgb(&bands(1200, 800), 95, &JpegMeta { orientation: Some(6), ..Default::default() });
+    let plan =
+        plan(&jpeg, &boxed(256, 256, Fit::Cover, Gravity::North, OutputFormat::Png), &Limits::default()).unwrap();
+    assert_eq!(plan.geometry.displayed, (256, 384));
+    assert_eq!(plan.geometry.resized, (384, 256), "stored orientation");
+    assert_eq!(plan.geometry.output, (256, 256));
+    let out = decode_output(&render(&jpeg, &plan, &Cancel::new()).unwrap());
+    assert!(near3(out.get_pixel(128, 3).0, [255, 0, 0]), "{:?}", out.get_pixel(128, 3));
+    assert!(near3(out.get_pixel(128, 252).0, [0, 255, 0]), "{:?}", out.get_pixel(128, 252));
+}
+
+#[test]
+fn smart_crops_find_detail_in_the_pipeline() {
+    // Flat grey with a busy block at the right: centre misses it, smart keeps it.
+    let img = RgbImage::from_fn(1200, 800, |x, y| {
+        if (1030..1180).contains(&x) && (200..600).contains(&y) {
+            if (x / 5 + y / 5) % 2 == 0 { Rgb([240, 220, 30]) } else { Rgb([10, 20, 140]) }
+        } else {
+            Rgb([128, 128, 128])
+        }
+    });
+    let png = png_from(&DynamicImage::ImageRgb8(img));
+    let busy_in = |spec: ThumbSpec| {
+        let out = decode_output(&thumbnail(&png, &spec, &Limits::default()).unwrap()).to_rgb8();
+        out.pixels().filter(|p| p.0.iter().any(|&c| c.abs_diff(128) > 40)).count()
+    };
+    let busy = |g| busy_in(boxed(256, 256, Fit::Cover, g, OutputFormat::Png));
+    // The whole image resized as the cover box resizes it (384x256): all
+    // of the patch that survives the downscale.
+    let whole = busy_in(ThumbSpec::of_width(384, OutputFormat::Png, 90));
+    assert!(whole > 3000, "the patch is there: {whole}");
+    assert_eq!(busy(Gravity::Center), 0);
+    assert_eq!(busy(Gravity::Smart), whole, "smart keeps all of the patch");
+}
+
+/// An animated GIF of solid frames.
+fn gif_frames(w: u32, h: u32, colors: &[[u8; 3]], delay_ms: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut enc = image::codecs::gif::GifEncoder::new(&mut out);
+        enc.set_repeat(image::codecs::gif::Repeat::Infinite).unwrap();
+        for c in colors {
+            let img = RgbaImage::from_pixel(w, h, Rgba([c[0], c[1], c[2], 255]));
+            let frame = image::Frame::from_parts(img, 0, 0, image::Delay::from_numer_denom_ms(delay_ms, 1));
+            enc.encode_frame(frame).unwrap();
+        }
+    }
+    out
+}
+
+#[test]
+fn animations_become_animated_webp_through_the_geometry() {
+    use image::AnimationDecoder;
+    let gif = gif_frames(320, 200, &[[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]], 70);
+    let spec = boxed(100, 100, Fit::Cover, Gravity::Center, OutputFormat::Webp);
+    let t = thumbnail(&gif, &spec, &Limits::default()).unwrap();
+    assert_eq!((t.width, t.height, t.frames), (100, 100, 4));
+    let frames = image::codecs::webp::WebPDecoder::new(Cursor::new(&t.bytes)).unwrap().into_frames();
+    let frames = frames.collect_frames().unwrap();
+    assert_eq!(frames.len(), 4);
+    for (f, want) in frames.iter().zip([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]]) {
+        assert_eq!(f.buffer().dimensions(), (100, 100));
+        assert_eq!(f.delay().numer_denom_ms(), (70, 1));
+        assert!(near3(f.buffer().get_pixel(50, 50).0, want), "{:?}", f.buffer().get_pixel(50, 50));
+    }
+    // Animated WebP in, animated WebP out (width only, never upscaled).
+    let again = thumbnail(&t.bytes, &ThumbSpec::of_width(60, OutputFormat::Webp, 80), &Limits::default()).unwrap();
+    assert_eq!((again.width, again.height, again.frames), (60, 60, 4));
+    // Still formats take the first frame.
+    let first = thumbnail(&gif, &ThumbSpec::of_width(160, OutputFormat::Png, 80), &Limits::default()).unwrap();
+    assert_eq!((first.frames, first.height), (1, 100));
+    assert!(near3(decode_output(&first).get_pixel(80, 50).0, [255, 0, 0]));
+}
+
+#[test]
+fn animation_limits_are_checked_before_decoding() {
+    let gif = gif_frames(50, 40, &[[1, 2, 3]; 5], 50);
+    let limits = Limits { max_frames: 4, ..Limits::default() };
+    let webp = ThumbSpec::of_width(20, OutputFormat::Webp, 80);
+    assert_eq!(plan(&gif, &webp, &limits).unwrap_err(), ImageError::TooManyFrames { frames: 5, max: 4 });
+    assert!(plan(&gif, &ThumbSpec::of_width(20, OutputFormat::Jpeg, 80), &limits).is_ok(), "one frame to make");
+    // Frames x canvas: 5 x 2000 pixels against 10 x 2000.
+    let limits = Limits { max_pixels: 2000, max_frames: 100 };
+    assert!(plan(&gif, &webp, &limits).is_ok());
+    let limits = Limits { max_pixels: 999, max_frames: 100 };
+    assert!(matches!(plan(&gif, &webp, &limits).unwrap_err(), ImageError::TooLarge { .. }), "the canvas itself");
+    let limits = Limits { max_pixels: 2000, max_frames: 100 };
+    let gif = gif_frames(50, 40, &[[1, 2, 3]; 21], 50);
+    let err = plan(&gif, &webp, &limits).unwrap_err();
+    assert_eq!(err, ImageError::AnimationTooLarge { frames: 21, width: 50, height: 40, max_pixels: 20_000 });
+    assert!(err.hint().unwrap().contains("first frame"));
+}
+
+#[test]
+fn an_animation_is_priced_per_frame_plus_its_compressed_frames() {
+    let at = |frames: usize| {
+        let gif = gif_frames(400, 300, &vec![[9, 9, 9]; frames], 50);
+        plan(&gif, &ThumbSpec::of_width(200, OutputFormat::Webp, 80), &Limits::default()).unwrap().memory
+    };
+    let (two, forty) = (at(2), at(40));
+    // The per-frame stages do not grow with the frame count ...
+    assert_eq!((two.decode, two.resize, two.encode), (forty.decode, forty.resize, forty.encode));
+    // ... the compressed frames do, and the decoders' canvases are counted.
+    assert!(forty.animation > two.animation + 38 * 200 * 150 * 4, "{forty:?}");
+    assert!(two.decode >= 3 * 400 * 300 * 4, "canvas, composited frame, frame: {two:?}");
+    assert_eq!(at(1).animation, 0, "one frame is a still image");
 }

@@ -51,29 +51,7 @@ pub(crate) fn encode_lossy_cancellable(
     if !(channels == 3 || channels == 4) || data.len() != width as usize * height as usize * usize::from(channels) {
         return Err(ImageError::Encode("webp: pixel buffer size mismatch".into()));
     }
-    let abi = sys::WEBP_ENCODER_ABI_VERSION as c_int;
-
-    // SAFETY: WebPConfigInitInternal fully initialises the struct when it
-    // returns non-zero (it only fails on an ABI mismatch).
-    let mut config = unsafe {
-        let mut c = MaybeUninit::<sys::WebPConfig>::uninit();
-        if sys::WebPConfigInitInternal(
-            c.as_mut_ptr(),
-            sys::WebPPreset::WEBP_PRESET_DEFAULT,
-            f32::from(quality.min(100)),
-            abi,
-        ) == 0
-        {
-            return Err(ImageError::Encode("webp: config init failed".into()));
-        }
-        c.assume_init()
-    };
-    config.method = 4;
-    config.thread_level = 0;
-    // SAFETY: config is initialised.
-    if unsafe { sys::WebPValidateConfig(&config) } == 0 {
-        return Err(ImageError::Encode("webp: invalid config".into()));
-    }
+    let config = lossy_config(quality)?;
 
     let mut picture = PictureGuard::new()?;
     let pic = &mut picture.0;
@@ -118,6 +96,35 @@ pub(crate) fn encode_lossy_cancellable(
     Ok(unsafe { std::slice::from_raw_parts(w.mem, w.size) }.to_vec())
 }
 
+/// libwebp's lossy configuration at `quality` (0–100): method 4 (its default
+/// speed/size trade-off), single-threaded (renders run on their own pool).
+pub(crate) fn lossy_config(quality: u8) -> Result<sys::WebPConfig, ImageError> {
+    let abi = sys::WEBP_ENCODER_ABI_VERSION as c_int;
+
+    // SAFETY: WebPConfigInitInternal fully initialises the struct when it
+    // returns non-zero (it only fails on an ABI mismatch).
+    let mut config = unsafe {
+        let mut c = MaybeUninit::<sys::WebPConfig>::uninit();
+        if sys::WebPConfigInitInternal(
+            c.as_mut_ptr(),
+            sys::WebPPreset::WEBP_PRESET_DEFAULT,
+            f32::from(quality.min(100)),
+            abi,
+        ) == 0
+        {
+            return Err(ImageError::Encode("webp: config init failed".into()));
+        }
+        c.assume_init()
+    };
+    config.method = 4;
+    config.thread_level = 0;
+    // SAFETY: config is initialised.
+    if unsafe { sys::WebPValidateConfig(&config) } == 0 {
+        return Err(ImageError::Encode("webp: invalid config".into()));
+    }
+    Ok(config)
+}
+
 /// libwebp's progress hook: returning 0 aborts the encode
 /// (`VP8_ENC_ERROR_USER_ABORT`).
 unsafe extern "C" fn progress(_percent: c_int, picture: *const sys::WebPPicture) -> c_int {
@@ -128,10 +135,10 @@ unsafe extern "C" fn progress(_percent: c_int, picture: *const sys::WebPPicture)
 }
 
 /// Owns an initialised `WebPPicture`; frees its pixel buffers on drop.
-struct PictureGuard(sys::WebPPicture);
+pub(crate) struct PictureGuard(pub(crate) sys::WebPPicture);
 
 impl PictureGuard {
-    fn new() -> Result<Self, ImageError> {
+    pub(crate) fn new() -> Result<Self, ImageError> {
         // SAFETY: WebPPictureInitInternal zero-fills and initialises the
         // struct when it returns non-zero.
         unsafe {

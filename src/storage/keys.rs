@@ -10,6 +10,8 @@ use std::fmt;
 
 use sha1::{Digest, Sha1};
 
+use crate::image::{Fit, Gravity, Size};
+
 /// The folder segment that holds the media of custom-shard originals
 /// (`{thumb_folder}/_shard/{shard}/…`): reserved, no profile folder may
 /// contain it.
@@ -507,13 +509,16 @@ fn strip_shard_placeholders(template: &str) -> String {
     text
 }
 
-/// The key of a stored thumbnail: `{thumb_folder}/{key_base}_{width}.{ext}`,
-/// or `{thumb_folder}/{key_base}_{width}_q{quality}.{ext}` when the quality
-/// differs from the profile's (the seed's layout).
+/// The key of a stored thumbnail: `{thumb_folder}/{key_base}_{size}.{ext}`,
+/// or `{thumb_folder}/{key_base}_{size}_q{quality}.{ext}` when the quality
+/// differs from the profile's (the seed's layout). `{size}` is the width
+/// (`256`), or a box `{W}x{H}` followed by `_inside` and `_{gravity}` when
+/// they are not the defaults (cover, center): `256x256`, `256x256_smart`,
+/// `400x300_inside` ([`Size::name`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct VariantKey {
-    /// Width in pixels as requested.
-    pub width: u32,
+    /// The size as requested.
+    pub size: Size,
     /// The quality, when it differs from the profile's.
     pub quality: Option<u8>,
     /// The file extension (`webp`, `jpeg`, `png`, or the profile's spelling).
@@ -525,7 +530,7 @@ impl VariantKey {
     pub fn key(&self, thumb_folder: &str, key_base: &KeyBase) -> Result<ObjectKey, KeyError> {
         let folder = thumb_folder.trim_end_matches('/');
         let q = self.quality.map(|q| format!("_q{q}")).unwrap_or_default();
-        let name = format!("{}_{}{}.{}", key_base, self.width, q, self.ext);
+        let name = format!("{}_{}{}.{}", key_base, self.size.name(), q, self.ext);
         if folder.is_empty() { ObjectKey::parse(name) } else { ObjectKey::parse(format!("{folder}/{name}")) }
     }
 
@@ -541,30 +546,52 @@ impl VariantKey {
 
     /// Parses the file name of a stored key back into a variant of `key_base`,
     /// or `None` when the key is not one (another key base sharing the prefix).
+    /// Only canonical names parse (no leading zeros, no default fit or
+    /// gravity spelled out, no gravity on an `inside` box), so that a name
+    /// parses back exactly when rendering the result gives the same name.
     pub fn parse_name(name: &str, key_base: &KeyBase) -> Option<Self> {
         let rest = name.strip_prefix(key_base.as_str())?.strip_prefix('_')?;
         let (stem, ext) = rest.split_once('.')?;
         if ext.is_empty() || !ext.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return None;
         }
-        let (width, quality) = match stem.split_once("_q") {
-            Some((w, q)) => (w, Some(q)),
-            None => (stem, None),
+        // Canonical decimals only (no sign, no leading zero).
+        let number = |s: &str| {
+            (!s.is_empty() && !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| s.parse::<u32>().ok())
+                .flatten()
         };
-        // Canonical decimals only (no sign, no leading zero), so that a name
-        // parses back only when rendering the result gives the same name.
-        let digits = |s: &str| !s.is_empty() && !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit());
-        if !digits(width) || !quality.is_none_or(digits) {
-            return None;
-        }
-        Some(Self {
-            width: width.parse().ok()?,
-            quality: match quality {
-                Some(q) => Some(q.parse().ok()?),
-                None => None,
-            },
-            ext: ext.to_owned(),
-        })
+        let mut parts = stem.split('_');
+        let size = parts.next()?;
+        let mut rest: Vec<&str> = parts.collect();
+        let quality = match rest.last().and_then(|p| p.strip_prefix('q')) {
+            Some(q) => {
+                rest.pop();
+                Some(u8::try_from(number(q)?).ok()?)
+            }
+            None => None,
+        };
+        let size = match size.split_once('x') {
+            None if rest.is_empty() => Size::Width(number(size)?),
+            None => return None,
+            Some((w, h)) => {
+                let (width, height) = (number(w)?, number(h)?);
+                let mut options = rest.into_iter().peekable();
+                let fit = match options.next_if(|o| *o == Fit::Inside.name()) {
+                    Some(_) => Fit::Inside,
+                    None => Fit::Cover,
+                };
+                let gravity = match options.next() {
+                    None => Gravity::Center,
+                    Some(g) => Gravity::ALL.into_iter().find(|v| v.name() == g && *v != Gravity::Center)?,
+                };
+                if options.next().is_some() || (fit == Fit::Inside && gravity != Gravity::Center) {
+                    return None;
+                }
+                Size::Box { width, height, fit, gravity }
+            }
+        };
+        Some(Self { size, quality, ext: ext.to_owned() })
     }
 }
 
@@ -699,9 +726,9 @@ mod tests {
 
     #[test]
     fn variant_keys_follow_the_seed_layout() {
-        let v = VariantKey { width: 256, quality: None, ext: "webp".into() };
+        let v = VariantKey { size: Size::Width(256), quality: None, ext: "webp".into() };
         assert_eq!(v.key("thumbnails/avatars", &kb("k1")).unwrap().as_str(), "thumbnails/avatars/k1_256.webp");
-        let v = VariantKey { width: 128, quality: Some(40), ext: "jpeg".into() };
+        let v = VariantKey { size: Size::Width(128), quality: Some(40), ext: "jpeg".into() };
         assert_eq!(v.key("thumbnails/avatars/", &kb("k1")).unwrap().as_str(), "thumbnails/avatars/k1_128_q40.jpeg");
         assert_eq!(VariantKey::prefix("t", &kb("k1")).unwrap().as_str(), "t/k1_");
     }
@@ -711,11 +738,11 @@ mod tests {
         let k = kb("a");
         assert_eq!(
             VariantKey::parse_name("a_256.webp", &k),
-            Some(VariantKey { width: 256, quality: None, ext: "webp".into() })
+            Some(VariantKey { size: Size::Width(256), quality: None, ext: "webp".into() })
         );
         assert_eq!(
             VariantKey::parse_name("a_256_q80.jpeg", &k),
-            Some(VariantKey { width: 256, quality: Some(80), ext: "jpeg".into() })
+            Some(VariantKey { size: Size::Width(256), quality: Some(80), ext: "jpeg".into() })
         );
         // Variants of other key bases that share the "a_" prefix.
         assert_eq!(VariantKey::parse_name("a_1_256.webp", &k), None);
@@ -727,5 +754,46 @@ mod tests {
         assert_eq!(VariantKey::parse_name("a_03.webp", &k), None);
         assert_eq!(VariantKey::parse_name("a_0.webp", &k), None);
         assert_eq!(VariantKey::parse_name("a_3_q05.webp", &k), None);
+        assert_eq!(VariantKey::parse_name("a_3_q256.webp", &k), None, "quality is a byte");
+    }
+
+    #[test]
+    fn box_variant_keys_follow_the_spec() {
+        let k = kb("k1");
+        let name = |size: Size, quality: Option<u8>| {
+            let v = VariantKey { size, quality, ext: "webp".into() };
+            let key = v.key("t", &k).unwrap();
+            let name = key.as_str().strip_prefix("t/").unwrap().to_owned();
+            assert_eq!(VariantKey::parse_name(&name, &k), Some(v), "{name} parses back");
+            name
+        };
+        assert_eq!(name(Size::boxed(256, 256, Fit::Cover, Gravity::Center), None), "k1_256x256.webp");
+        assert_eq!(name(Size::boxed(256, 256, Fit::Cover, Gravity::Smart), Some(70)), "k1_256x256_smart_q70.webp");
+        assert_eq!(name(Size::boxed(400, 300, Fit::Inside, Gravity::Center), None), "k1_400x300_inside.webp");
+        assert_eq!(name(Size::boxed(400, 300, Fit::Inside, Gravity::West), None), "k1_400x300_inside.webp");
+        for g in Gravity::ALL {
+            name(Size::boxed(10, 20, Fit::Cover, g), None);
+        }
+        // Not names this service writes.
+        for bad in [
+            "k1_256x256_cover.webp",
+            "k1_256x256_center.webp",
+            "k1_256x256_inside_smart.webp",
+            "k1_256x256_smart_inside.webp",
+            "k1_256x256_smart_smart.webp",
+            "k1_256x0256.webp",
+            "k1_256x.webp",
+            "k1_x256.webp",
+            "k1_256X256.webp",
+            "k1_256_smart.webp",
+            "k1_256x256_up.webp",
+            "k1_256x256__q70.webp",
+            "k1_256x256_q70_smart.webp",
+            "k1_facts.json",
+        ] {
+            assert_eq!(VariantKey::parse_name(bad, &k), None, "{bad}");
+        }
+        // Another key base whose name starts like a box of this one.
+        assert_eq!(VariantKey::parse_name("k1_256x256_128.webp", &k), None);
     }
 }

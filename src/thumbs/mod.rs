@@ -29,7 +29,7 @@ use md5::{Digest, Md5};
 
 pub use budget::{OverBudget, RenderBudget, Reservation};
 pub use limiter::{Limiter, Overloaded};
-pub use request::{FormatChoice, VariantRequest, resolve_variant};
+pub use request::{FormatChoice, ThumbParams, VariantRequest, listed_size, resolve_variant};
 pub use signature::{SignatureError, UrlSignature};
 
 use crate::assets::AssetKey;
@@ -143,9 +143,11 @@ impl From<StorageError> for ThumbError {
 impl From<ImageError> for ThumbError {
     fn from(e: ImageError) -> Self {
         match e {
-            ImageError::TooLarge { .. } | ImageError::SideTooLong { .. } | ImageError::OutputTooLarge { .. } => {
-                Self::TooLarge { message: e.to_string(), hint: e.hint() }
-            }
+            ImageError::TooLarge { .. }
+            | ImageError::SideTooLong { .. }
+            | ImageError::OutputTooLarge { .. }
+            | ImageError::TooManyFrames { .. }
+            | ImageError::AnimationTooLarge { .. } => Self::TooLarge { message: e.to_string(), hint: e.hint() },
             ImageError::Unsupported(_) | ImageError::Decode(_) => Self::Unsupported(e.to_string()),
             // Only the timeout cancels a render.
             ImageError::Cancelled => Self::TimedOut,
@@ -166,6 +168,8 @@ fn limit_reason(e: &ImageError) -> Option<&'static str> {
         ImageError::TooLarge { .. } => Some("too_many_pixels"),
         ImageError::SideTooLong { .. } => Some("side_too_long"),
         ImageError::OutputTooLarge { .. } => Some("output_too_large"),
+        ImageError::TooManyFrames { .. } => Some("too_many_frames"),
+        ImageError::AnimationTooLarge { .. } => Some("animation_too_large"),
         _ => None,
     }
 }
@@ -251,7 +255,7 @@ impl Thumbs {
                 .panic_handler(|_| tracing::error!("a render worker panicked"))
                 .build()
                 .expect("render threads can be spawned"),
-            limits: Limits { max_pixels: t.max_pixels },
+            limits: Limits { max_pixels: t.max_pixels, max_frames: t.max_frames },
             budget: RenderBudget::new(t.max_render_memory),
             timeout: t.timeout,
             renders: AtomicU64::new(0),
@@ -278,7 +282,7 @@ impl Thumbs {
         query: Option<&str>,
     ) -> Result<(), SignatureError> {
         let Some(signature) = &self.signature else { return Ok(()) };
-        if profile.sizes.contains(&req.width) && !quality_given {
+        if req.is_listed(profile) && !quality_given {
             return Ok(());
         }
         signature.verify(path, query)
@@ -415,7 +419,7 @@ impl Thumbs {
         let info = image::probe(&source)?;
         let (w, h) = if info.orientation >= 5 { (info.height, info.width) } else { (info.width, info.height) };
         let width = if w >= h { w.min(100) } else { (u64::from(w) * 100 / u64::from(h)).max(1) as u32 };
-        let spec = ThumbSpec { width, format: OutputFormat::Png, quality: 100 };
+        let spec = ThumbSpec::of_width(width, OutputFormat::Png, 100);
         let small = self.transform(source, spec).await?;
         let rgba = ::image::load_from_memory(&small.bytes)
             .map_err(|e| ThumbError::Internal(format!("placeholder decode: {e}")))?
@@ -529,19 +533,19 @@ impl Thumbs {
         self: &Arc<Self>,
         asset: &AssetKey,
         source: Bytes,
-    ) -> Result<Vec<(u32, ObjectKey, Variant)>, ThumbError> {
+    ) -> Result<Vec<(crate::config::ThumbSize, ObjectKey, Variant)>, ThumbError> {
         let profile = asset.profile();
-        let jobs = profile.sizes.iter().map(|&width| {
+        let jobs = profile.sizes.iter().map(|&size| {
             let this = Arc::clone(self);
             let source = source.clone();
-            let req = VariantRequest::default_for(profile, width);
+            let req = VariantRequest::default_for(profile, size);
             let key = asset.variant_key(&req.key);
             async move {
                 let key = key.map_err(|e| ThumbError::Internal(e.to_string()))?;
                 let _slot =
                     this.limiter.enter().await.map_err(|Overloaded| rejected("overloaded", ThumbError::Overloaded))?;
                 let variant = this.transform(source, req.spec()).await?;
-                Ok::<_, ThumbError>((width, key, variant))
+                Ok::<_, ThumbError>((size, key, variant))
             }
         });
         futures::future::try_join_all(jobs).await

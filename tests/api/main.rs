@@ -7,6 +7,7 @@
 mod common;
 
 mod assets;
+mod boxes;
 mod client;
 mod faults;
 mod observability;

@@ -71,3 +71,17 @@ async fn the_description_matches_the_routes() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thumbnails_document_boxes_fit_and_gravity() {
+    let app = spawn_secured(Backend::Fs).await;
+    let doc: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let params = doc["paths"]["/thumb/{profile}/{image_id}"]["get"]["parameters"].as_array().unwrap();
+    let query: BTreeSet<&str> =
+        params.iter().filter(|p| p["in"] == "query").filter_map(|p| p["name"].as_str()).collect();
+    for name in ["width", "height", "fit", "gravity", "format", "quality", "shard", "sig"] {
+        assert!(query.contains(name), "{name} is documented: {query:?}");
+    }
+    let gravity = params.iter().find(|p| p["name"] == "gravity").unwrap();
+    assert!(gravity["description"].as_str().unwrap().contains("smart"), "{gravity}");
+}

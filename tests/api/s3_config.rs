@@ -16,7 +16,7 @@ async fn profiles_load_from_a_bucket() {
     store.put(&ObjectKey::parse(key.clone()).unwrap(), Bytes::from(yaml).into(), PutOptions::default()).await.unwrap();
     let source = format!("s3://{}/{key}", settings.bucket);
     let profiles = mediaflow::startup::load_profiles(Some(&source), &settings).await.unwrap();
-    assert_eq!(profiles.get("remote").unwrap().sizes, vec![32]);
+    assert_eq!(profiles.get("remote").unwrap().sizes, vec![mediaflow::config::ThumbSize::Width(32)]);
     assert!(profiles.get("default").is_some(), "the built-in default is added");
 
     let missing = format!("s3://{}/config/none.yaml", settings.bucket);

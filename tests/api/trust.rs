@@ -395,5 +395,5 @@ async fn originals_carry_a_file_name_and_unknown_profiles_list_the_known_ones() 
     assert_eq!(r.headers()["content-disposition"], format!("inline; filename=\"{id}_128.webp\"").as_str());
     let r = app.client.get(app.url("/originals/nope/x")).send().await.unwrap();
     let body: Value = r.json().await.unwrap();
-    assert!(body["message"].as_str().unwrap().contains("avatar, clip"), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("avatar, cards, clip"), "{body}");
 }
