@@ -440,7 +440,11 @@ async fn the_upload_client_prints_a_square_avatar_url() {
     };
     let done = upload(&run("cards")).await.unwrap();
     let avatar = done.avatar_url.clone().expect("cards lists square boxes");
-    assert_eq!(avatar, format!("{}?width=128&height=128", done.thumbnail_url.as_deref().unwrap()), "the smallest square box");
+    assert_eq!(
+        avatar,
+        format!("{}?width=128&height=128", done.thumbnail_url.as_deref().unwrap()),
+        "the smallest square box"
+    );
     assert_eq!(decode(&app.client.get(&avatar).send().await.unwrap().bytes().await.unwrap()).dimensions(), (128, 128));
     // Widths only: no avatar example.
     let done = upload(&run("avatar")).await.unwrap();
