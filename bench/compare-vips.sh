@@ -11,6 +11,8 @@
 #   MEDIAFLOW_BENCH_IMAGES  folder of photographs (see bench/lib/images.sh)
 #   RUNS=9                  interleaved rounds per case (one warm-up round is not counted)
 #   WIDTHS="256 512 1024"   target widths
+#   BOXES="256x256:center 256x256:smart"   cover crops instead of widths (vipsthumbnail
+#                           -s 256x256 -m centre|attention); time only, no PSNR
 #   FORMATS="webp"          any of webp jpeg png
 #   QUALITY=90              webp/jpeg quality (png ignores it)
 #   ONLY=L1                 only images whose file name contains this
@@ -35,6 +37,6 @@ echo "# images: $IMAGES_KIND"
 exec python3 "$ROOT/bench/lib/compare_vips.py" \
   --mediaflow "$MEDIAFLOW_BIN" --quality-tool "$QUALITY_BIN" \
   --runs "${RUNS:-9}" --widths "${WIDTHS:-256 512 1024}" --formats "${FORMATS:-webp}" \
-  --quality "${QUALITY:-90}" --only "${ONLY:-}" \
+  --quality "${QUALITY:-90}" --only "${ONLY:-}" --boxes "${BOXES:-}" \
   --tiny "$ROOT/tests/fixtures/hopper_orientation_6.jpg" \
   --out "$OUT/compare-vips" --tsv "$OUT/compare-vips.tsv" "${IMAGES[@]}"

@@ -1,5 +1,6 @@
 //! MediaFlow: presigned uploads straight to object storage, originals served
-//! with ranges, and image thumbnails made on demand and stored once.
+//! with ranges, image thumbnails and video posters made on demand and stored
+//! once, video proxies made in the background, assets described for layout.
 //!
 //! # Layout
 //!
@@ -8,7 +9,11 @@
 //!   typed object keys ([`storage::keys`]) and the fs backend's URL signing.
 //! - [`assets`]: an asset named by a URL (`profile`, `image_id`, `shard`) resolved
 //!   to the keys of its original and variants.
-//! - [`library`]: whole assets: deletion, replacement of an original (POST /thumb).
+//! - [`library`]: whole assets: deletion, replacement of an original (POST /thumb),
+//!   descriptions (dimensions, placeholder, a video's facts) stored per version.
+//! - [`thumbs`]: the thumbnail service: variants looked up in memory, then the store,
+//!   then rendered (single-flight, limiter, memory budget, timeout); video posters;
+//!   signed URLs.
 //! - [`image`]: the image pipeline (sniff, decode, resize, encode), pure and synchronous.
 //! - [`media_type`]: the media types MediaFlow knows, one sniffer, one "allowed" rule.
 //! - [`http`]: the router, middleware, thin handlers and the one error type.
@@ -18,7 +23,8 @@
 //! - [`state`]: what every request shares.
 //! - [`uploads`]: presign, multipart batches, resume, completion with verification
 //!   ([`uploads::complete`]), the claims that serialise completes ([`uploads::claim`]), and the upload token.
-//! - [`video`]: ffmpeg as a sandboxed child: probes, poster frames, proxies.
+//! - [`video`]: ffmpeg as a sandboxed child (probes, poster frames, proxies) and
+//!   the proxy jobs coordinated through the store.
 //! - [`startup`]: wiring config to store to router, and `run`.
 //! - [`client`]: the upload client behind `mediaflow upload` (presign, parallel
 //!   parts with retries, resume file, progress), callable as [`client::upload`].

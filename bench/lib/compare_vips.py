@@ -34,6 +34,9 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--tsv", required=True)
     ap.add_argument("--tiny", default="", help="a tiny image: its time is each tool's fixed start-up cost")
+    ap.add_argument("--boxes", default="",
+                    help="cover crops instead of widths, e.g. '256x256:center 256x256:smart' "
+                         "(vipsthumbnail -m centre|attention); no PSNR: the reference is a resize, not a crop")
     ap.add_argument("images", nargs="+")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
@@ -62,17 +65,28 @@ def main():
     print("%-34s %-4s %5s %8s %8s %6s %6s %8s %8s %8s %8s %6s %6s %7s %7s" % (
         "image", "fmt", "width", "mf ms", "vips ms", "ratio", "net", "mf cpu", "vipscpu",
         "mf B", "vips B", "mfPSNR", "vPSNR", "mfSSIM", "vSSIM"), flush=True)
+    # A case: (label, width, extra mediaflow args, vipsthumbnail -s and -m args, reference-comparable).
+    cases = [(str(w), w, [], ["-s", f"{w}x"], True) for w in widths]
+    if a.boxes:
+        cases = []
+        for box in a.boxes.split():
+            size, gravity = box.split(":")
+            w, h = size.split("x")
+            strategy = {"center": "centre", "smart": "attention"}[gravity]
+            cases.append((f"{size}:{gravity}", int(w), ["--height", h, "--gravity", gravity],
+                          ["-s", size, "-m", strategy], False))
     for image in images:
         name = os.path.splitext(os.path.basename(image))[0]
         for fmt in formats:
-            for width in widths:
-                base = os.path.join(a.out, f"{name}_{width}")
+            for label, width, mf_extra, vips_size, comparable in cases:
+                base = os.path.join(a.out, f"{name}_{label.replace(':', '_')}")
                 mf_out = f"{base}_mediaflow.{ext[fmt]}"
                 vips_out = f"{base}_vips.{ext[fmt]}"
-                mf_cmd = [a.mediaflow, "thumb", image, "-w", str(width), "-f", fmt, "-q", str(a.quality), "-o", mf_out]
+                mf_cmd = [a.mediaflow, "thumb", image, "-w", str(width), *mf_extra, "-f", fmt, "-q", str(a.quality),
+                          "-o", mf_out]
                 opts = "strip" if fmt == "png" else f"Q={a.quality},strip"
-                # "{W}x": W pixels across, any height (the same as mediaflow's -w).
-                vips_cmd = ["vipsthumbnail", image, "-s", f"{width}x", "-o", f"{vips_out}[{opts}]"]
+                # "{W}x": W pixels across, any height (the same as mediaflow's -w); "WxH -m S": a cover crop.
+                vips_cmd = ["vipsthumbnail", image, *vips_size, "-o", f"{vips_out}[{opts}]"]
                 mf_t, vips_t, mf_c, vips_c = [], [], [], []
                 for r in range(a.runs + 1):
                     # Alternate which goes first, so neither always follows the other.
@@ -85,23 +99,26 @@ def main():
                             continue  # warm-up: page cache, CPU frequency
                         (mf_t if who == "mf" else vips_t).append(wall)
                         (mf_c if who == "mf" else vips_c).append(cpu)
-                q = subprocess.run([a.quality_tool, image, mf_out, vips_out], capture_output=True, text=True)
-                if q.returncode != 0:
+                q = subprocess.run([a.quality_tool, image, mf_out, vips_out], capture_output=True, text=True) \
+                    if comparable else None
+                if q is None:
+                    qual = [["", str(width), "", "", "-", "-"]] * 2
+                elif q.returncode != 0:
                     print(q.stderr, file=sys.stderr)
                     qual = [["", "", "", "", "nan", "nan"]] * 2
                 else:
                     qual = [line.split("\t") for line in q.stdout.strip().splitlines()]
                 mf_ms = statistics.median(mf_t) * 1000
                 vips_ms = statistics.median(vips_t) * 1000
-                row = (name, fmt, width, a.runs, f"{mf_ms:.1f}", f"{vips_ms:.1f}", f"{mf_ms / vips_ms:.3f}",
+                row = (name, fmt, label, a.runs, f"{mf_ms:.1f}", f"{vips_ms:.1f}", f"{mf_ms / vips_ms:.3f}",
                        f"{statistics.median(mf_c) * 1000:.1f}", f"{statistics.median(vips_c) * 1000:.1f}",
                        os.path.getsize(mf_out), os.path.getsize(vips_out), qual[0][4], qual[1][4], qual[0][5],
                        qual[1][5], f"{qual[0][1]}x{qual[0][2]}" + ("" if qual[0][1:3] == qual[1][1:3]
                                                                else f"/{qual[1][1]}x{qual[1][2]}"),
                        f"{(mf_ms - mf0) / (vips_ms - vips0):.3f}")
                 rows.append(row)
-                print("%-34s %-4s %5d %8s %8s %6s %6s %8s %8s %8d %8d %6s %6s %7s %7s" % (
-                    name[:34], fmt, width, row[4], row[5], row[6], row[16], row[7], row[8], row[9], row[10],
+                print("%-34s %-4s %5s %8s %8s %6s %6s %8s %8s %8d %8d %6s %6s %7s %7s" % (
+                    name[:34], fmt, label, row[4], row[5], row[6], row[16], row[7], row[8], row[9], row[10],
                     row[11], row[12], row[13], row[14]), flush=True)
     with open(a.tsv, "w") as f:
         f.write("\t".join(header) + "\n")

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::common::images::{self, decode, near};
-use crate::common::{API_KEY, Backend, TestApp, error_of, spawn_secured, spawn_secured_with, unique};
+use crate::common::{API_KEY, Backend, TestApp, error_of, presign_and_put, spawn_secured, spawn_secured_with, unique};
 use image::{DynamicImage, GenericImageView, ImageFormat, Rgb, RgbImage};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,19 +17,7 @@ fn solid_jpeg(rgb: [u8; 3]) -> Vec<u8> {
 
 /// Presigns and PUTs a single upload; returns the object key.
 async fn upload(app: &TestApp, body: Value, data: Vec<u8>) -> String {
-    let r = app.client.post(app.url("/v1/uploads/presign")).bearer_auth(API_KEY).json(&body).send().await.unwrap();
-    assert_eq!(r.status(), 200, "{body}");
-    let answer: Value = r.json().await.unwrap();
-    let single = &answer["upload"]["single"];
-    let mut put = app.client.put(single["url"].as_str().unwrap());
-    for (name, value) in single["headers"].as_object().unwrap() {
-        if name != "Content-Length" {
-            put = put.header(name, value.as_str().unwrap());
-        }
-    }
-    let r = put.body(data).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    answer["object_key"].as_str().unwrap().to_owned()
+    presign_and_put(app, &body, data).await["object_key"].as_str().unwrap().to_owned()
 }
 
 async fn thumb_pixel(app: &TestApp, path: &str) -> [u8; 4] {

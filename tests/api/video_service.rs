@@ -251,17 +251,7 @@ async fn a_video_upload_queues_its_proxies() {
     let clip = std::fs::read(red_then_blue(dir.path())).unwrap();
     let id = unique("up");
     let body = serde_json::json!({"profile": "clip", "key_base": id, "mime": "video/mp4", "size_bytes": clip.len()});
-    let r = app.client.post(app.url("/v1/uploads/presign")).bearer_auth(API_KEY).json(&body).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    let answer: Value = r.json().await.unwrap();
-    let single = &answer["upload"]["single"];
-    let mut put = app.client.put(single["url"].as_str().unwrap());
-    for (name, value) in single["headers"].as_object().unwrap() {
-        if name != "Content-Length" {
-            put = put.header(name, value.as_str().unwrap());
-        }
-    }
-    assert_eq!(put.body(clip).send().await.unwrap().status(), 200);
+    presign_and_put(&app, &body, clip).await;
     let proxy = ObjectKey::parse(format!("proxies/clips/{id}.mp4")).unwrap();
     until_stored(&app, &proxy, "the proxy is made without being asked for").await;
 }

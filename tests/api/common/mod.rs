@@ -283,3 +283,22 @@ impl Drop for PrivateSeaweed {
         let _ = std::process::Command::new(Self::script()).arg("stop").arg(self.dir.path()).status();
     }
 }
+
+/// Presigns a single upload (`body` is the presign request) and PUTs `data`
+/// with the signed headers; returns the presign answer.
+pub async fn presign_and_put(app: &TestApp, body: &serde_json::Value, data: Vec<u8>) -> serde_json::Value {
+    let r = app.client.post(app.url("/v1/uploads/presign")).bearer_auth(API_KEY).json(body).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{body}");
+    let answer: serde_json::Value = r.json().await.unwrap();
+    let single = &answer["upload"]["single"];
+    let mut put = app.client.put(single["url"].as_str().unwrap());
+    for (name, value) in single["headers"].as_object().unwrap() {
+        // reqwest sets Content-Length from the body.
+        if name != "Content-Length" {
+            put = put.header(name, value.as_str().unwrap());
+        }
+    }
+    let r = put.body(data).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    answer
+}
