@@ -218,16 +218,10 @@ async fn interrupted_upload_resumes(backend: Backend) {
 /// command again: the server finished the complete without the client, and
 /// the rerun learns so instead of starting over.
 async fn a_complete_interrupted_is_finished_by_a_rerun(backend: Backend) {
-    use crate::common::faulty::Faulty;
-    let mut faulty = None;
-    let app = crate::common::spawn_secured_wrapping(backend, |store| {
-        let f = Arc::new(Faulty::new(store));
+    let (app, faulty) = crate::common::spawn_faulty(backend, |f| {
         *f.complete_delay.lock().unwrap() = Duration::from_millis(800);
-        faulty = Some(f.clone());
-        f
     })
     .await;
-    let faulty = faulty.unwrap();
     let files = Files::new();
     let data = mp4_like(6 * 1000 * 1000);
     let file = files.write("movie.mp4", &data);

@@ -1,11 +1,9 @@
 //! Direct uploads end to end, on both backends, with a real HTTP client doing
 //! the PUTs to the presigned URLs (SeaweedFS's, or the fs backend's own).
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::common::faulty::Faulty;
 use crate::common::{API_KEY, Backend, TestApp, error_of, images, spawn_secured, spawn_secured_with, unique};
 use serde_json::{Value, json};
 
@@ -797,15 +795,10 @@ async fn appears(app: &TestApp, key: &mediaflow::storage::ObjectKey) -> bool {
 }
 
 async fn a_dropped_complete_runs_to_its_end(backend: Backend) {
-    let mut faulty = None;
-    let app = crate::common::spawn_secured_wrapping(backend, |store| {
-        let f = Arc::new(Faulty::new(store));
+    let (app, faulty) = crate::common::spawn_faulty(backend, |f| {
         *f.complete_delay.lock().unwrap() = Duration::from_millis(500);
-        faulty = Some(f.clone());
-        f
     })
     .await;
-    let faulty = faulty.unwrap();
     let id = unique("cx");
     let data = clip_bytes(5 * MIB + 1000, 3);
     let sent = send_parts(&app, &id, &data, "video/mp4", "clip").await;
@@ -857,14 +850,7 @@ async fn a_dropped_complete_runs_to_its_end(backend: Backend) {
 }
 
 async fn a_store_error_after_completing_does_not_skip_verification(backend: Backend) {
-    let mut faulty = None;
-    let app = crate::common::spawn_secured_wrapping(backend, |store| {
-        let f = Arc::new(Faulty::new(store));
-        faulty = Some(f.clone());
-        f
-    })
-    .await;
-    let faulty = faulty.unwrap();
+    let (app, faulty) = crate::common::spawn_faulty(backend, |_| {}).await;
     // HTML declared image/jpeg; the store completes it, then the answer is lost.
     let id = unique("html");
     let html = b"<!doctype html><html><body>not a picture</body></html>".repeat(200);

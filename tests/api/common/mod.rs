@@ -302,3 +302,20 @@ pub async fn presign_and_put(app: &TestApp, body: &serde_json::Value, data: Vec<
     assert_eq!(r.status(), 200);
     answer
 }
+
+/// Starts the service like [`spawn_secured`] over a [`faulty::Faulty`] store
+/// (set up by `arm` before the first request), and returns its handle.
+pub async fn spawn_faulty(
+    backend: Backend,
+    arm: impl FnOnce(&faulty::Faulty),
+) -> (TestApp, std::sync::Arc<faulty::Faulty>) {
+    let mut handle = None;
+    let app = spawn_secured_wrapping(backend, |store| {
+        let f = std::sync::Arc::new(faulty::Faulty::new(store));
+        arm(&f);
+        handle = Some(f.clone());
+        f
+    })
+    .await;
+    (app, handle.expect("the store was wrapped"))
+}
