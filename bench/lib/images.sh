@@ -9,8 +9,11 @@
 #
 # After `prepare_images`:
 #   IMAGES       every source for the CLI comparison (JPEG, PNG, WebP), headline first
-#   JPEGS        the 12–25 MP JPEGs used for cold HTTP thumbnails
-#   BIG24        24 MP JPEG sources (the peak-RSS run)
+#   COLD         the photos of the cold HTTP phase: every still image of the folder (.jpg,
+#                .jpeg, .png, .webp; not .gif), or the synthetic JPEGs
+#   RSS_SRCS     the sources of the HTTP peak-RSS phases, one phase each: the files whose
+#                names start with RSS_SOURCES (default "L1_ L3_": the 20 MP baseline and
+#                the 16 MP progressive JPEG), or the 24 MP synthetic JPEG
 #   IMAGES_KIND  "real" or "synthetic"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -18,14 +21,25 @@ OUT="$ROOT/bench/out"
 GEN="$OUT/gen"
 
 # Builds the release binary and the bench examples (cargo decides if anything changed).
+# NO_BUILD=1: no cargo, the binaries already there are used (MEDIAFLOW_BIN, default
+# target/release/mediaflow, and target/release/examples/{quality,synth}).
 build_tools() {
-  (cd "$ROOT" && cargo build --release --quiet --bin mediaflow --example quality --example synth) || {
-    echo "cargo build failed" >&2
-    exit 1
-  }
+  if [ "${NO_BUILD:-0}" != 1 ]; then
+    (cd "$ROOT" && cargo build --release --quiet --bin mediaflow --example quality --example synth) || {
+      echo "cargo build failed" >&2
+      exit 1
+    }
+  fi
   MEDIAFLOW_BIN=${MEDIAFLOW_BIN:-$ROOT/target/release/mediaflow}
   QUALITY_BIN="$ROOT/target/release/examples/quality"
   SYNTH_BIN="$ROOT/target/release/examples/synth"
+  local f
+  for f in "$MEDIAFLOW_BIN" "$QUALITY_BIN" "$SYNTH_BIN"; do
+    [ -x "$f" ] || {
+      echo "$f not found (NO_BUILD=${NO_BUILD:-0}): cargo build --release --bin mediaflow --example quality --example synth" >&2
+      exit 1
+    }
+  done
 }
 
 pick_real() { # prefix -> first matching file in MEDIAFLOW_BENCH_IMAGES
@@ -38,8 +52,8 @@ pick_real() { # prefix -> first matching file in MEDIAFLOW_BENCH_IMAGES
 
 prepare_images() {
   IMAGES=()
-  JPEGS=()
-  BIG24=()
+  COLD=()
+  RSS_SRCS=()
   mkdir -p "$GEN"
   if [ -n "${MEDIAFLOW_BENCH_IMAGES:-}" ]; then
     [ -d "$MEDIAFLOW_BENCH_IMAGES" ] || { echo "MEDIAFLOW_BENCH_IMAGES=$MEDIAFLOW_BENCH_IMAGES is not a folder" >&2; exit 1; }
@@ -50,17 +64,21 @@ prepare_images() {
     for p in L1_ L3_ L4_ L5_ L2_ D3_ D5_; do
       f=$(pick_real "$p") && IMAGES+=("$f")
     done
-    for p in L1_ L3_ L4_ L5_; do
-      f=$(pick_real "$p") && JPEGS+=("$f")
-    done
     # A 24 MP source from the 20 MP photograph: its edges mirrored to 6028x3982.
     if f=$(pick_real L1_); then
       local big="$GEN/L1x_$(basename "${f%.*}")_mirrored_6028x3982.jpg"
       [ -s "$big" ] || "$SYNTH_BIN" extend "$f" 6028 3982 "$big" >/dev/null
-      BIG24+=("$big")
       IMAGES+=("$big")
-      JPEGS+=("$big")
     fi
+    for f in "$MEDIAFLOW_BENCH_IMAGES"/*; do
+      [ -f "$f" ] || continue
+      case "${f,,}" in
+        *.jpg | *.jpeg | *.png | *.webp) COLD+=("$f") ;;
+      esac
+    done
+    for p in ${RSS_SOURCES:-L1_ L3_}; do
+      f=$(pick_real "$p") && RSS_SRCS+=("$f")
+    done
   else
     IMAGES_KIND=synthetic
     local dir="$GEN/synth"
@@ -68,8 +86,8 @@ prepare_images() {
     IMAGES=("$dir/S1_synth_6000x4000.jpg" "$dir/S2_synth_5600x3700_prog.jpg" "$dir/S3_synth_4000x3000_prog.jpg"
       "$dir/S4_synth_2560x1600.png" "$dir/S5_synth_4000x3000.webp"
       "$ROOT/tests/fixtures/hopper_orientation_6.jpg" "$ROOT/tests/fixtures/flower.webp")
-    JPEGS=("$dir/S1_synth_6000x4000.jpg" "$dir/S2_synth_5600x3700_prog.jpg" "$dir/S3_synth_4000x3000_prog.jpg")
-    BIG24=("$dir/S1_synth_6000x4000.jpg")
+    COLD=("$dir/S1_synth_6000x4000.jpg" "$dir/S2_synth_5600x3700_prog.jpg" "$dir/S3_synth_4000x3000_prog.jpg")
+    RSS_SRCS=("$dir/S1_synth_6000x4000.jpg")
   fi
   [ ${#IMAGES[@]} -gt 0 ] || { echo "no images found" >&2; exit 1; }
 }
