@@ -142,6 +142,12 @@ pub async fn build_state_wrapped(config: Config, wrap: impl FnOnce(DynStore) -> 
              process and other instances reject them"
         );
     }
+    if !crate::image::JPEG_SIMD {
+        tracing::warn!(
+            "this binary's JPEG decoder was built without SIMD (nasm was missing): thumbnails of JPEGs \
+             cost ~1.2x more CPU; install nasm, `cargo clean -p mozjpeg-sys` and rebuild"
+        );
+    }
     let state = AppState::new(config, profiles, wrap(opened.store), opened.fs_signer);
     if let Some(fs) = opened.fs {
         spawn_fs_sweeper(&state.lifecycle, fs);

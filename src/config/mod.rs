@@ -125,6 +125,10 @@ pub struct Settings {
     /// Memory budget of the renders running at once, MiB (estimated from each source's header).
     #[arg(long, env = "MAX_RENDER_MEMORY_MB", default_value_t = 1024)]
     pub max_render_memory_mb: u64,
+    /// Memory for recently decoded sources, MiB (0 disables it): the other
+    /// sizes of a new original made within a few seconds skip its decode.
+    #[arg(long, env = "DECODE_CACHE_MB", default_value_t = 64)]
+    pub decode_cache_mb: u64,
     /// Seconds a request may take to produce its response headers.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = 60)]
     pub request_timeout: u64,
@@ -203,6 +207,8 @@ pub struct TransformConfig {
     pub timeout: Duration,
     /// Memory budget of the renders running at once, bytes.
     pub max_render_memory: u64,
+    /// Memory for decoded sources kept for the next sizes, bytes (0: off).
+    pub decode_cache: u64,
 }
 
 /// Video settings.
@@ -301,6 +307,14 @@ fn render_memory(mb: u64) -> Result<u64, SettingsError> {
     Ok(mb << 20)
 }
 
+/// DECODE_CACHE_MB in bytes: at most 64 GiB.
+fn decode_cache(mb: u64) -> Result<u64, SettingsError> {
+    if mb > 64 << 10 {
+        return Err(invalid("DECODE_CACHE_MB", format!("must be between 0 and 65536, got {mb}")));
+    }
+    Ok(mb << 20)
+}
+
 fn check_url(name: &'static str, url: &Option<String>) -> Result<(), SettingsError> {
     match url {
         Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
@@ -388,6 +402,7 @@ impl Config {
                 max_frames: s.max_animation_frames,
                 timeout: secs("TRANSFORM_TIMEOUT", s.transform_timeout)?,
                 max_render_memory: render_memory(s.max_render_memory_mb)?,
+                decode_cache: decode_cache(s.decode_cache_mb)?,
             },
             http: HttpConfig {
                 request_timeout: secs("REQUEST_TIMEOUT", s.request_timeout)?,

@@ -22,7 +22,8 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
 use super::shrink::{Shrinker, shrink_bitmap};
 use super::{
-    Bitmap, Cancel, Geometry, ImageError, ImageInfo, Plan, SourceFormat, estimate, geometry_with, panic_message,
+    Bitmap, Cancel, Geometry, ImageError, ImageInfo, Plan, SHRINK_ON_LOAD_MARGIN, SourceFormat, estimate,
+    geometry_with, panic_message,
 };
 
 /// A decoded source, shrunk by the plan's box factors.
@@ -75,16 +76,17 @@ pub(crate) fn jpeg_has_end(bytes: &[u8]) -> bool {
 }
 
 /// Smallest DCT scale numerator `n` (of 8) whose output is still at least
-/// twice the target in both dimensions. Decoding at >= 2x and letting
-/// Lanczos3 do the last step keeps quality (measured: at 1x the DCT box
-/// filter loses 0.8–2.4 dB PSNR), while 1/2–1/8 decodes save most of the
-/// decode time on big photographs.
-pub(crate) fn jpeg_scale(w: u32, h: u32, target_w: u32, target_h: u32) -> u8 {
-    let scaled = |v: u32, n: u32| (u64::from(v) * u64::from(n)).div_ceil(8);
+/// `margin_pct` % of the target in both dimensions, so Lanczos3 does the
+/// last step from an image at least that much larger; 1/2–1/8 decodes save
+/// the IDCT, colour and resize work of big photographs (the Huffman decode
+/// reads every bit whatever the scale). The margin in force is
+/// [`super::SHRINK_ON_LOAD_MARGIN`], chosen by measurement
+/// (`bench/shrink-policy.sh`).
+pub(crate) fn jpeg_scale(w: u32, h: u32, target_w: u32, target_h: u32, margin_pct: u32) -> u8 {
+    let scaled = |v: u32, n: u32| (u64::from(v) * u64::from(n)).div_ceil(8) * 100;
+    let need = |t: u32| u64::from(t) * u64::from(margin_pct.max(100));
     (1..8u8)
-        .find(|&n| {
-            scaled(w, u32::from(n)) >= 2 * u64::from(target_w) && scaled(h, u32::from(n)) >= 2 * u64::from(target_h)
-        })
+        .find(|&n| scaled(w, u32::from(n)) >= need(target_w) && scaled(h, u32::from(n)) >= need(target_h))
         .unwrap_or(8)
 }
 
@@ -197,7 +199,7 @@ fn decode_jpeg_mozjpeg(bytes: &[u8], plan: &Plan, cancel: &Cancel) -> Result<Opt
 /// zune-jpeg at full size, when mozjpeg could not decode a JPEG it was
 /// planned for — only if that costs no more than the plan's estimate.
 fn decode_jpeg_fallback(bytes: &[u8], plan: &Plan, cancel: &Cancel, moz_err: String) -> Result<Decoded, ImageError> {
-    let full = geometry_with(&plan.info, &plan.spec, false);
+    let full = geometry_with(&plan.info, &plan.spec, false, SHRINK_ON_LOAD_MARGIN);
     let cost = estimate(&plan.info, &full, plan.spec.format, bytes.len() as u64);
     if cost.peak() > plan.memory.peak() {
         return Err(ImageError::Decode(moz_err));

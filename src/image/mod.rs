@@ -29,6 +29,7 @@ mod decode;
 mod encode;
 mod estimate;
 mod geometry;
+mod master;
 mod resize;
 mod shrink;
 mod sniff;
@@ -45,7 +46,13 @@ pub use anim::loop_count;
 pub use cancel::Cancel;
 pub use estimate::{MemoryEstimate, estimate};
 pub use geometry::{Fit, Gravity, Layout, Size, SmartStrategy, layout, place, smart_window};
+pub use master::{Master, decode_master, master_plan, plan_from_master, render_from_master};
 pub use sniff::{probe, sniff};
+
+/// Whether libjpeg-turbo's SIMD code (IDCT, colour conversion, upsampling)
+/// is in this binary: mozjpeg-sys leaves it out when `nasm` was missing at
+/// build time (see `build.rs`, which refuses such a release build).
+pub const JPEG_SIMD: bool = matches!(env!("MEDIAFLOW_JPEG_SIMD").as_bytes(), b"1");
 
 /// Container format of a source image, recognised from its magic bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -438,6 +445,18 @@ pub struct Plan {
 /// Costs microseconds (a GIF or WebP is walked block by block to count its
 /// frames).
 pub fn plan(bytes: &[u8], spec: &ThumbSpec, limits: &Limits) -> Result<Plan, ImageError> {
+    plan_with_margin(bytes, spec, limits, SHRINK_ON_LOAD_MARGIN)
+}
+
+/// How much larger than the target (in %, per axis) a JPEG decoded with DCT
+/// scaling must stay: the smallest of libjpeg's scales 1/8–8/8 that gives at
+/// least this is used, and Lanczos3 does the rest.
+pub const SHRINK_ON_LOAD_MARGIN: u32 = 200;
+
+/// [`plan`] with another shrink-on-load margin than
+/// [`SHRINK_ON_LOAD_MARGIN`] (in %, at least 100): for measuring the
+/// policy (`examples/shrink_policy.rs`).
+pub fn plan_with_margin(bytes: &[u8], spec: &ThumbSpec, limits: &Limits, margin_pct: u32) -> Result<Plan, ImageError> {
     if spec.size.width() == 0 || spec.size.height() == Some(0) {
         return Err(ImageError::InvalidSpec("width and height must be at least 1".into()));
     }
@@ -446,7 +465,7 @@ pub fn plan(bytes: &[u8], spec: &ThumbSpec, limits: &Limits) -> Result<Plan, Ima
     if !info.format.is_decodable() {
         return Err(ImageError::Unsupported(format!("{} decoding is not supported", info.format.name())));
     }
-    let geometry = geometry(&info, spec);
+    let geometry = geometry_with(&info, spec, decode::mozjpeg_decodes(&info), margin_pct);
     if geometry.frames > 1 {
         check_animation(&info, limits)?;
     }
@@ -468,12 +487,13 @@ pub fn is_animated_output(info: &ImageInfo, format: OutputFormat) -> bool {
 
 /// The sizes a render of `info` for `spec` goes through.
 pub fn geometry(info: &ImageInfo, spec: &ThumbSpec) -> Geometry {
-    geometry_with(info, spec, decode::mozjpeg_decodes(info))
+    geometry_with(info, spec, decode::mozjpeg_decodes(info), SHRINK_ON_LOAD_MARGIN)
 }
 
 /// [`geometry`], with the JPEG path chosen: `dct` for mozjpeg (DCT scaling,
-/// rows streamed), else the full-size decode the fallback does.
-pub(crate) fn geometry_with(info: &ImageInfo, spec: &ThumbSpec, dct: bool) -> Geometry {
+/// rows streamed, the scale chosen by `margin_pct`), else the full-size
+/// decode the fallback does.
+pub(crate) fn geometry_with(info: &ImageInfo, spec: &ThumbSpec, dct: bool, margin_pct: u32) -> Geometry {
     let orientation = Orientation::from_exif(u16::from(info.orientation));
     let shown = if orientation.swaps_axes() { (info.height, info.width) } else { (info.width, info.height) };
     let layout = layout(shown.0, shown.1, spec.size);
@@ -481,7 +501,7 @@ pub(crate) fn geometry_with(info: &ImageInfo, spec: &ThumbSpec, dct: bool) -> Ge
     let resized = if orientation.swaps_axes() { (displayed.1, displayed.0) } else { displayed };
     let animated = is_animated_output(info, spec.format);
     let dct = dct && !animated;
-    let dct_scale = if dct { decode::jpeg_scale(info.width, info.height, resized.0, resized.1) } else { 8 };
+    let dct_scale = if dct { decode::jpeg_scale(info.width, info.height, resized.0, resized.1, margin_pct) } else { 8 };
     let scaled = |v: u32| (u64::from(v) * u64::from(dct_scale)).div_ceil(8) as u32;
     let decoded = (scaled(info.width), scaled(info.height));
     let shrink = (shrink::shrink_factor(decoded.0, resized.0), shrink::shrink_factor(decoded.1, resized.1));

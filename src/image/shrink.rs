@@ -226,6 +226,19 @@ pub(crate) fn shrink_bitmap(bitmap: Bitmap, factors: (u32, u32), cancel: &Cancel
     if factors == (1, 1) {
         return Ok(bitmap);
     }
+    shrink_from(&bitmap, factors, cancel)
+}
+
+/// [`shrink_bitmap`] of a bitmap that stays where it is (a decoded master
+/// shared by several renders); a copy when there is nothing to shrink.
+pub(crate) fn shrink_from(bitmap: &Bitmap, factors: (u32, u32), cancel: &Cancel) -> Result<Bitmap, ImageError> {
+    if factors == (1, 1) {
+        let mut data = Vec::new();
+        data.try_reserve_exact(bitmap.data.len())
+            .map_err(|_| ImageError::Decode("out of memory for the decoded image".into()))?;
+        data.extend_from_slice(&bitmap.data);
+        return Ok(Bitmap { data, ..*bitmap });
+    }
     let mut shrinker = Shrinker::new(bitmap.width, bitmap.height, bitmap.channels, factors)?;
     let row_len = shrinker.row_len();
     for (i, row) in bitmap.data.chunks_exact(row_len).enumerate() {
@@ -234,7 +247,6 @@ pub(crate) fn shrink_bitmap(bitmap: Bitmap, factors: (u32, u32), cancel: &Cancel
         }
         shrinker.push_row(row)?;
     }
-    drop(bitmap);
     shrinker.finish()
 }
 

@@ -321,11 +321,11 @@ fn target_size_and_dct_scale_choice() {
     assert_eq!(target_size(6028, 3391, Orientation(6), 512), (512, 910));
     assert_eq!(target_size(100, 50, normal, 200), (100, 50));
     // 6028 px to 512: 1/4 gives 1507 >= 1024, 1/8 would give 754 < 1024.
-    assert_eq!(jpeg_scale(6028, 3391, 512, 288), 2);
-    assert_eq!(jpeg_scale(6028, 3391, 256, 144), 1);
-    assert_eq!(jpeg_scale(6028, 3391, 1024, 576), 3);
-    assert_eq!(jpeg_scale(1000, 1000, 600, 600), 8);
-    assert_eq!(jpeg_scale(1000, 1000, 2000, 2000), 8);
+    assert_eq!(jpeg_scale(6028, 3391, 512, 288, 200), 2);
+    assert_eq!(jpeg_scale(6028, 3391, 256, 144, 200), 1);
+    assert_eq!(jpeg_scale(6028, 3391, 1024, 576, 200), 3);
+    assert_eq!(jpeg_scale(1000, 1000, 600, 600, 200), 8);
+    assert_eq!(jpeg_scale(1000, 1000, 2000, 2000, 200), 8);
 }
 
 #[test]
@@ -334,7 +334,7 @@ fn large_jpeg_uses_dct_scaling_and_keeps_geometry() {
     // 1/8 = 250 < 400) = scale 2/8; whatever the scale, the result must be
     // exactly 200x120 and the corners must stay put.
     let jpeg = jpeg_from_rgb(&marked_rgb(2000, 1200), 92, &JpegMeta::default());
-    assert_eq!(jpeg_scale(2000, 1200, 200, 120), 2);
+    assert_eq!(jpeg_scale(2000, 1200, 200, 120, 200), 2);
     let t = thumb(&jpeg, 200, OutputFormat::Png);
     assert_eq!((t.width, t.height), (200, 120));
     let out = decode_output(&t);
@@ -941,4 +941,67 @@ fn an_animation_is_priced_per_frame_plus_its_compressed_frames() {
     assert!(forty.animation > two.animation + 38 * 200 * 150 * 4, "{forty:?}");
     assert!(two.decode >= 3 * 400 * 300 * 4, "canvas, composited frame, frame: {two:?}");
     assert_eq!(at(1).animation, 0, "one frame is a still image");
+}
+
+// ---------------------------------------------------------------- decode once
+
+#[test]
+fn a_master_makes_the_sizes_it_covers_like_a_decode_would() {
+    let jpeg = jpeg_from_rgb(&marked_rgb(2000, 1200), 92, &JpegMeta::default());
+    let limits = Limits::default();
+    let big = plan(&jpeg, &ThumbSpec::of_width(500, OutputFormat::Png, 90), &limits).unwrap();
+    let master_plan = master_plan(&big).unwrap();
+    assert_eq!(master_plan.geometry.dct_scale, 4, "1000 px: twice the target");
+    assert_eq!(master_plan.geometry.shrink, (1, 1));
+    let master = decode_master(&jpeg, &master_plan, &Cancel::new()).unwrap();
+    assert_eq!(master.size(), (1000, 600));
+    assert_eq!(master.bytes(), 1000 * 600 * 3);
+    for width in [500u32, 250, 90] {
+        let direct = plan(&jpeg, &ThumbSpec::of_width(width, OutputFormat::Png, 90), &limits).unwrap();
+        let from = plan_from_master(&master, &direct).expect("covered");
+        let made = decode_output(&render_from_master(&master, &from, &Cancel::new()).unwrap());
+        let alone = decode_output(&render(&jpeg, &direct, &Cancel::new()).unwrap());
+        assert_eq!(made.dimensions(), alone.dimensions(), "width {width}");
+        assert_eq!(corner_of(&made, RED), "TL");
+        assert_eq!(corner_of(&made, GREEN), "TR");
+        // Same pixels but for the resampling path: mean difference under 2 levels.
+        let (a, b) = (made.to_rgb8(), alone.to_rgb8());
+        let diff: u64 = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| u64::from(x.abs_diff(*y))).sum();
+        assert!(
+            diff / (a.as_raw().len() as u64) < 2,
+            "width {width}: mean difference {}",
+            diff / a.as_raw().len() as u64
+        );
+    }
+    // 900 px needs more than 1000 px can give at the 2x margin: not covered.
+    let larger = plan(&jpeg, &ThumbSpec::of_width(900, OutputFormat::Png, 90), &limits).unwrap();
+    assert!(plan_from_master(&master, &larger).is_none());
+    // Another image of the same size is not covered either.
+    let other = jpeg_from_rgb(&marked_rgb(2000, 1201), 92, &JpegMeta::default());
+    let other_plan = plan(&other, &ThumbSpec::of_width(250, OutputFormat::Png, 90), &limits).unwrap();
+    assert!(plan_from_master(&master, &other_plan).is_none());
+}
+
+#[test]
+fn masters_keep_alpha_and_animations_have_none() {
+    let mut rgba = RgbaImage::new(400, 200);
+    for (x, _, p) in rgba.enumerate_pixels_mut() {
+        *p = if x < 200 { Rgba([0, 0, 255, 0]) } else { Rgba([0, 0, 255, 255]) };
+    }
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(&rgba, 400, 200, image::ExtendedColorType::Rgba8)
+        .unwrap();
+    let p = plan(&png, &ThumbSpec::of_width(100, OutputFormat::Png, 90), &Limits::default()).unwrap();
+    let master = decode_master(&png, &master_plan(&p).unwrap(), &Cancel::new()).unwrap();
+    assert_eq!(master.size(), (400, 200), "full size: PNG has no DCT scaling");
+    let from = plan_from_master(&master, &p).unwrap();
+    let out = decode_output(&render_from_master(&master, &from, &Cancel::new()).unwrap()).to_rgba8();
+    assert_eq!(out.dimensions(), (100, 50));
+    assert_eq!(out.get_pixel(5, 25).0[3], 0, "transparent half");
+    assert_eq!(out.get_pixel(95, 25).0, [0, 0, 255, 255], "opaque half");
+
+    let gif = gif_frames(64, 64, &[[255, 0, 0], [0, 0, 255]], 100);
+    let anim = plan(&gif, &ThumbSpec::of_width(32, OutputFormat::Webp, 80), &Limits::default()).unwrap();
+    assert!(master_plan(&anim).is_none(), "animations are decoded frame by frame");
 }

@@ -43,6 +43,14 @@ use crate::video::{VideoError, Videos};
 const POSTER_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// How long a poster frame is kept for the other sizes of a burst.
 const POSTER_CACHE_TTL: Duration = Duration::from_secs(120);
+/// How long a decoded source is kept for the other sizes of a burst: the
+/// sizes of an eager POST, a poster's sizes, a page's `srcset` of a new
+/// upload arrive within a second; a workload that comes back later has the
+/// variants themselves.
+const DECODE_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Largest share of the decode cache one source may take: a huge source is
+/// rendered the streaming way (box-shrunk as it is decoded) and not kept.
+const DECODE_CACHE_ENTRY_SHARE: u64 = 4;
 /// Largest stored variant read back into memory.
 const MAX_VARIANT_BYTES: u64 = 64 * 1024 * 1024;
 /// How much of an original is read first to check its header.
@@ -221,6 +229,11 @@ pub struct Thumbs {
     videos: Arc<Videos>,
     /// Recent poster frames by original key and ETag.
     posters: moka::future::Cache<String, Bytes>,
+    /// Recently decoded sources ([`image::Master`]) by `{source id}#{DCT
+    /// scale}`, for DECODE_CACHE_TTL; `None` when DECODE_CACHE_MB is 0.
+    masters: Option<moka::future::Cache<String, Arc<image::Master>>>,
+    /// Largest master kept, bytes.
+    master_max_bytes: u64,
 }
 
 impl std::fmt::Debug for Thumbs {
@@ -266,6 +279,14 @@ impl Thumbs {
                 .weigher(|_: &String, v: &Bytes| v.len().min(u32::MAX as usize) as u32)
                 .time_to_live(POSTER_CACHE_TTL)
                 .build(),
+            masters: (t.decode_cache > 0).then(|| {
+                moka::future::Cache::builder()
+                    .max_capacity(t.decode_cache)
+                    .weigher(|_: &String, m: &Arc<image::Master>| m.bytes().min(u64::from(u32::MAX)) as u32)
+                    .time_to_live(DECODE_CACHE_TTL)
+                    .build()
+            }),
+            master_max_bytes: t.decode_cache / DECODE_CACHE_ENTRY_SHARE,
         }
     }
 
@@ -393,23 +414,28 @@ impl Thumbs {
     /// Fetches the original and makes the variant, within the limiter.
     async fn render(&self, key: &ObjectKey, asset: &AssetKey, spec: ThumbSpec) -> Result<Variant, ThumbError> {
         let _slot = self.limiter.enter().await.map_err(|Overloaded| rejected("overloaded", ThumbError::Overloaded))?;
-        let source = match asset.profile().video() {
+        let (source, id) = match asset.profile().video() {
             // A video's thumbnails are made from its poster frame, which
             // stands in for the original from here on.
-            Some(video) => self.poster(asset, video.poster_time).await?,
+            Some(video) => {
+                let (poster, id) = self.poster_with_id(asset, video.poster_time).await?;
+                (poster, format!("poster:{id}"))
+            }
             None => {
                 let original_key = asset.locate_original(&*self.store).await?;
-                self.fetch_original(&original_key, asset.profile().size_max_bytes.max(PROBE_BYTES)).await?
+                let limit = asset.profile().size_max_bytes.max(PROBE_BYTES);
+                let (bytes, etag) = self.fetch_original(&original_key, limit).await?;
+                (bytes, format!("{original_key}@{etag}"))
             }
         };
         tracing::debug!(key = %key, "making variant");
-        self.transform(source, spec).await
+        self.transform(source, spec, Some(&id)).await
     }
 
     /// An image asset's original, read within the profile's size limit.
     pub async fn source(&self, asset: &AssetKey) -> Result<Bytes, ThumbError> {
         let key = asset.locate_original(&*self.store).await?;
-        self.fetch_original(&key, asset.profile().size_max_bytes.max(PROBE_BYTES)).await
+        Ok(self.fetch_original(&key, asset.profile().size_max_bytes.max(PROBE_BYTES)).await?.0)
     }
 
     /// The displayed size of an image and its ThumbHash placeholder
@@ -420,7 +446,7 @@ impl Thumbs {
         let (w, h) = if info.orientation >= 5 { (info.height, info.width) } else { (info.width, info.height) };
         let width = if w >= h { w.min(100) } else { (u64::from(w) * 100 / u64::from(h)).max(1) as u32 };
         let spec = ThumbSpec::of_width(width, OutputFormat::Png, 100);
-        let small = self.transform(source, spec).await?;
+        let small = self.transform(source, spec, None).await?;
         let rgba = ::image::load_from_memory(&small.bytes)
             .map_err(|e| ThumbError::Internal(format!("placeholder decode: {e}")))?
             .into_rgba8();
@@ -432,48 +458,49 @@ impl Thumbs {
     /// A video's poster frame (a PNG), made once per original version: the
     /// sizes and formats asked for in a burst share one ffmpeg run.
     pub async fn poster(&self, asset: &AssetKey, poster_time: f64) -> Result<Bytes, ThumbError> {
+        Ok(self.poster_with_id(asset, poster_time).await?.0)
+    }
+
+    /// [`Self::poster`], and the `{key}@{etag}` of the original it was taken from.
+    async fn poster_with_id(&self, asset: &AssetKey, poster_time: f64) -> Result<(Bytes, String), ThumbError> {
         let original = asset.find_original(&*self.store).await?;
         let id = format!("{}@{}", original.key, original.etag);
         let videos = self.videos.clone();
-        self.posters
-            .try_get_with(id, async move { videos.poster(&original, poster_time).await.map(Bytes::from) })
+        let poster = self
+            .posters
+            .try_get_with(id.clone(), async move { videos.poster(&original, poster_time).await.map(Bytes::from) })
             .await
-            .map_err(|e: Arc<VideoError>| ThumbError::from((*e).clone()))
+            .map_err(|e: Arc<VideoError>| ThumbError::from((*e).clone()))?;
+        Ok((poster, id))
     }
 
     /// Plans the render from the header (limits, output size, memory),
     /// reserves its memory, and runs it on the render pool — all within
     /// `TRANSFORM_TIMEOUT`. Past it, the render is cancelled: its worker
     /// stops at its next check and only then gives its memory back.
-    async fn transform(&self, source: Bytes, spec: ThumbSpec) -> Result<Variant, ThumbError> {
+    ///
+    /// `id` names the source's content (`{key}@{etag}`): given, the decoded
+    /// source is kept for a few seconds and later sizes it covers are made
+    /// from it (see [`image::Master`]).
+    async fn transform(&self, source: Bytes, spec: ThumbSpec, id: Option<&str>) -> Result<Variant, ThumbError> {
         let plan = image::plan(&source, &spec, &self.limits).map_err(|e| match limit_reason(&e) {
             Some(reason) => rejected(reason, e.into()),
             None => e.into(),
         })?;
-        let needed = plan.memory.peak();
-        if let Err(over) = self.budget.check(needed) {
+        if let Err(over) = self.budget.check(plan.memory.peak()) {
             return Err(rejected("over_budget", over_budget(over)));
         }
-        self.renders.fetch_add(1, Ordering::Relaxed);
         let cancel = Cancel::new();
         let _stop = CancelOnDrop(cancel.clone());
         let started = std::time::Instant::now();
         let run = async {
-            let reservation = self.budget.reserve(needed).await.map_err(over_budget)?;
-            let (done, job) = tokio::sync::oneshot::channel();
-            let cancel = cancel.clone();
-            // The worker finishes (or notices the cancel flag) even if the
-            // request stops waiting; the memory is reserved until it has.
-            self.pool.spawn(move || {
-                let result = image::render(&source, &plan, &cancel);
-                drop(source);
-                drop(reservation);
-                let _ = done.send(result);
-            });
-            match job.await {
-                Ok(result) => result.map_err(ThumbError::from),
-                Err(_) => Err(ThumbError::Internal("the render worker died".into())),
+            if let (Some(masters), Some(id)) = (&self.masters, id)
+                && let Some(thumb) = self.via_master(masters, id, &source, &plan, &cancel).await?
+            {
+                return Ok(thumb);
             }
+            self.renders.fetch_add(1, Ordering::Relaxed);
+            self.on_pool(plan.memory.peak(), &cancel, move |cancel| image::render(&source, &plan, cancel)).await
         };
         let outcome = tokio::time::timeout(self.timeout, run).await;
         metrics::histogram!("mediaflow_thumbnail_render_duration_seconds").record(started.elapsed().as_secs_f64());
@@ -484,9 +511,97 @@ impl Thumbs {
         Ok(Variant::new(Bytes::from(thumb.bytes), spec.format, SystemTime::now()))
     }
 
+    /// The thumbnail made from a decoded master of `id`: one kept from an
+    /// earlier size if it covers this one, else one decoded now (once for
+    /// all the requests that want it at once) and kept. `None` when this
+    /// source is not worth keeping (an animation, or too big a master):
+    /// it is then rendered the streaming way.
+    async fn via_master(
+        &self,
+        masters: &moka::future::Cache<String, Arc<image::Master>>,
+        id: &str,
+        source: &Bytes,
+        plan: &image::Plan,
+        cancel: &Cancel,
+    ) -> Result<Option<image::Thumbnail>, ThumbError> {
+        let Some(master_plan) = image::master_plan(plan) else { return Ok(None) };
+        let g = &master_plan.geometry;
+        // Any master at this scale or a larger one covers the plan.
+        for scale in g.dct_scale..=8 {
+            if let Some(master) = masters.get(&format!("{id}#{scale}")).await
+                && let Some(from) = image::plan_from_master(&master, plan)
+            {
+                metrics::counter!("mediaflow_decode_cache_requests_total", "result" => "hit").increment(1);
+                return self.render_from(master, from, cancel).await.map(Some);
+            }
+        }
+        let bytes = u64::from(g.decoded.0) * u64::from(g.decoded.1) * u64::from(g.channels);
+        if bytes > self.master_max_bytes || self.budget.check(master_plan.memory.peak()).is_err() {
+            return Ok(None);
+        }
+        metrics::counter!("mediaflow_decode_cache_requests_total", "result" => "miss").increment(1);
+        let decode = {
+            let source = source.clone();
+            async move {
+                self.renders.fetch_add(1, Ordering::Relaxed);
+                let decoded = self
+                    .on_pool(master_plan.memory.peak(), cancel, move |cancel| {
+                        image::decode_master(&source, &master_plan, cancel)
+                    })
+                    .await?;
+                Ok::<_, ThumbError>(Arc::new(decoded))
+            }
+        };
+        let master = masters
+            .try_get_with(format!("{id}#{}", g.dct_scale), decode)
+            .await
+            .map_err(|e: Arc<ThumbError>| (*e).clone())?;
+        // Keeps the cache within DECODE_CACHE_MB now rather than eventually.
+        masters.run_pending_tasks().await;
+        match image::plan_from_master(&master, plan) {
+            Some(from) => self.render_from(master, from, cancel).await.map(Some),
+            // A decoder fallback made another size than planned.
+            None => Ok(None),
+        }
+    }
+
+    async fn render_from(
+        &self,
+        master: Arc<image::Master>,
+        plan: image::Plan,
+        cancel: &Cancel,
+    ) -> Result<image::Thumbnail, ThumbError> {
+        self.on_pool(plan.memory.peak(), cancel, move |cancel| image::render_from_master(&master, &plan, cancel)).await
+    }
+
+    /// Runs `job` on the render pool once `needed` bytes of the budget are
+    /// reserved. The worker finishes (or notices the cancel flag) even if
+    /// the caller stops waiting; the memory stays reserved until it has,
+    /// and whatever `job` holds (the source) is freed before that.
+    async fn on_pool<T: Send + 'static>(
+        &self,
+        needed: u64,
+        cancel: &Cancel,
+        job: impl FnOnce(&Cancel) -> Result<T, ImageError> + Send + 'static,
+    ) -> Result<T, ThumbError> {
+        let reservation = self.budget.reserve(needed).await.map_err(over_budget)?;
+        let (done, result) = tokio::sync::oneshot::channel();
+        let cancel = cancel.clone();
+        self.pool.spawn(move || {
+            let outcome = job(&cancel);
+            drop(reservation);
+            let _ = done.send(outcome);
+        });
+        match result.await {
+            Ok(outcome) => outcome.map_err(ThumbError::from),
+            Err(_) => Err(ThumbError::Internal("the render worker died".into())),
+        }
+    }
+
     /// Reads an original, checking its header from the first bytes before
     /// reading the rest: an oversized image is refused without downloading it.
-    async fn fetch_original(&self, key: &ObjectKey, limit: u64) -> Result<Bytes, ThumbError> {
+    /// Gives the bytes and their ETag.
+    async fn fetch_original(&self, key: &ObjectKey, limit: u64) -> Result<(Bytes, String), ThumbError> {
         let head = self.store.get(key, Some(ByteRange::Bounded { start: 0, end: PROBE_BYTES - 1 })).await.map_err(
             |e| match e {
                 // An empty object has no byte 0.
@@ -495,6 +610,7 @@ impl Thumbs {
             },
         )?;
         let size = head.meta.size;
+        let etag = head.meta.etag.clone();
         let whole = head.range.is_none_or(|(_, end)| end + 1 >= size);
         let head = head.collect(PROBE_BYTES).await?;
         if let Ok(info) = image::probe(&head)
@@ -504,7 +620,7 @@ impl Thumbs {
             return Err(rejected("too_many_pixels", e.into()));
         }
         if whole {
-            return Ok(head);
+            return Ok((head, etag));
         }
         if size > limit {
             return Err(ThumbError::TooLarge {
@@ -512,7 +628,11 @@ impl Thumbs {
                 hint: None,
             });
         }
-        Ok(self.store.get(key, None).await?.collect(limit).await?)
+        // The ETag of the read that gave the bytes: the object may have
+        // been replaced since the first one.
+        let all = self.store.get(key, None).await?;
+        let etag = all.meta.etag.clone();
+        Ok((all.collect(limit).await?, etag))
     }
 
     /// Drops every cached variant of `asset` (after a delete or a replacement).
@@ -527,28 +647,58 @@ impl Thumbs {
         self.cache.as_ref().map_or((0, 0), |c| (c.weighted_size(), c.entry_count()))
     }
 
-    /// Makes every size of a profile at its default format and quality, in
-    /// parallel (within the limiter), without storing anything.
+    /// Makes every size of a profile at its default format and quality,
+    /// without storing anything: the largest first, whose decoded source
+    /// then makes the others (in parallel, within the limiter) without
+    /// decoding again.
     pub async fn render_all(
         self: &Arc<Self>,
         asset: &AssetKey,
         source: Bytes,
     ) -> Result<Vec<(crate::config::ThumbSize, ObjectKey, Variant)>, ThumbError> {
+        static CALLS: AtomicU64 = AtomicU64::new(0);
+        // This call's source has no ETag yet; its decode is shared within the call only.
+        let id = format!("eager:{}", CALLS.fetch_add(1, Ordering::Relaxed));
         let profile = asset.profile();
-        let jobs = profile.sizes.iter().map(|&size| {
+        let mut sizes = profile.sizes.clone();
+        let area = |s: &crate::config::ThumbSize| match *s {
+            crate::config::ThumbSize::Width(w) => (u64::from(w), 0),
+            crate::config::ThumbSize::Box { width, height } => {
+                (u64::from(width.max(height)), u64::from(width.min(height)))
+            }
+        };
+        sizes.sort_by_key(|s| std::cmp::Reverse(area(s)));
+        let job = |size: crate::config::ThumbSize| {
             let this = Arc::clone(self);
             let source = source.clone();
             let req = VariantRequest::default_for(profile, size);
             let key = asset.variant_key(&req.key);
+            let id = id.clone();
             async move {
                 let key = key.map_err(|e| ThumbError::Internal(e.to_string()))?;
                 let _slot =
                     this.limiter.enter().await.map_err(|Overloaded| rejected("overloaded", ThumbError::Overloaded))?;
-                let variant = this.transform(source, req.spec()).await?;
+                let variant = this.transform(source, req.spec(), Some(&id)).await?;
                 Ok::<_, ThumbError>((size, key, variant))
             }
-        });
-        futures::future::try_join_all(jobs).await
+        };
+        let mut made = Vec::with_capacity(sizes.len());
+        let result = async {
+            if let Some(&first) = sizes.first() {
+                made.push(job(first).await?);
+            }
+            made.extend(futures::future::try_join_all(sizes.iter().skip(1).map(|&s| job(s))).await?);
+            Ok(())
+        }
+        .await;
+        if let Some(masters) = &self.masters {
+            for scale in 1..=8 {
+                masters.invalidate(&format!("{id}#{scale}")).await;
+            }
+        }
+        // In the profile's order, as listed.
+        made.sort_by_key(|(size, _, _)| profile.sizes.iter().position(|s| s == size));
+        result.map(|()| made)
     }
 
     /// Stores a variant made elsewhere (e.g. by [`Self::render_all`]) and caches it.

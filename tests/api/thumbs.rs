@@ -263,6 +263,65 @@ async fn concurrent_cold_requests_render_once(backend: Backend) {
     assert_eq!(app.state.thumbs.renders() - before, 1, "made once");
 }
 
+/// The red quarter of [`images::marked`] is where `at` says, the opposite
+/// corner is not red.
+fn red_corner(img: &image::DynamicImage, at_left: bool) -> bool {
+    let (w, h) = img.dimensions();
+    let (x, other) = if at_left { (1, w - 2) } else { (w - 2, 1) };
+    near(img.get_pixel(x, 1).0, [255, 0, 0], 40) && !near(img.get_pixel(other, 1).0, [255, 0, 0], 60) && h > 2
+}
+
+async fn a_burst_of_sizes_decodes_the_source_once(backend: Backend) {
+    let app = spawn_secured(backend).await;
+    let id = unique("burst");
+    let key = format!("originals/gallery/{id}");
+    put(&app, key.clone(), images::jpeg(1600, 1200), "image/jpeg").await;
+    let thumb = |w: u32| {
+        let app = &app;
+        let id = id.clone();
+        async move {
+            let r = get(app, &format!("/thumb/gallery/{id}?width={w}&format=png")).await;
+            assert_eq!(r.status(), 200, "width {w}");
+            decode(&r.bytes().await.unwrap())
+        }
+    };
+    let before = app.state.thumbs.renders();
+    // The largest first: its decode (at 6/8 scale, 1200 px) covers the others.
+    for w in [600u32, 300, 160, 64] {
+        let img = thumb(w).await;
+        assert_eq!(img.dimensions(), (w, w * 3 / 4), "width {w}");
+        assert!(red_corner(&img, true), "width {w}: the source's red corner, top left");
+    }
+    assert_eq!(app.state.thumbs.renders() - before, 1, "four sizes, one decode");
+    // Larger than the kept decode covers: decoded again, at full size.
+    assert_eq!(thumb(1200).await.dimensions(), (1200, 900));
+    assert_eq!(app.state.thumbs.renders() - before, 2, "a larger size decodes again");
+
+    // A new version of the original (mirrored: red at the top right) is
+    // never made from the old one's decode, even within its lifetime.
+    let mirrored = image::DynamicImage::ImageRgb8(images::marked(1600, 1200)).fliph();
+    put(&app, key, images::encode(&mirrored, image::ImageFormat::Jpeg), "image/jpeg").await;
+    let img = thumb(400).await;
+    assert_eq!(img.dimensions(), (400, 300));
+    assert!(red_corner(&img, false), "the new version's red corner, top right");
+    assert_eq!(app.state.thumbs.renders() - before, 3, "the new version is decoded");
+}
+
+async fn without_a_decode_cache_every_size_decodes(backend: Backend) {
+    let app = spawn_secured_with(backend, |c| c.transforms.decode_cache = 0).await;
+    let id = unique("nocache");
+    put(&app, format!("originals/gallery/{id}"), images::jpeg(1600, 1200), "image/jpeg").await;
+    let before = app.state.thumbs.renders();
+    for w in [600u32, 300] {
+        let r = get(&app, &format!("/thumb/gallery/{id}?width={w}&format=png")).await;
+        assert_eq!(r.status(), 200);
+        let img = decode(&r.bytes().await.unwrap());
+        assert_eq!(img.dimensions(), (w, w * 3 / 4));
+        assert!(red_corner(&img, true));
+    }
+    assert_eq!(app.state.thumbs.renders() - before, 2);
+}
+
 async fn memory_cache_trusts_for_ttl_and_deletes_invalidate(backend: Backend) {
     let app = spawn_secured_with(backend, |c| c.cache.memory_ttl = Duration::from_secs(1)).await;
     let id = unique("m");
@@ -303,6 +362,7 @@ async fn post_stores_original_and_every_size(backend: Backend) {
     let app = spawn_secured(backend).await;
     let id = unique("p");
     let url = app.url(&format!("/thumb/avatar/{id}"));
+    let before = app.state.thumbs.renders();
     // Raw body.
     let r = app
         .client
@@ -314,6 +374,7 @@ async fn post_stores_original_and_every_size(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+    assert_eq!(app.state.thumbs.renders() - before, 1, "both sizes from one decode");
     let body: serde_json::Value = r.json().await.unwrap();
     let shard = Shard::of(&KeyBase::parse(&id).unwrap());
     assert_eq!(body["object_key"], format!("originals/avatars/{}/{id}", shard.as_str()));
@@ -412,6 +473,8 @@ both_backends!(
     request_errors,
     bad_sources,
     concurrent_cold_requests_render_once,
+    a_burst_of_sizes_decodes_the_source_once,
+    without_a_decode_cache_every_size_decodes,
     memory_cache_trusts_for_ttl_and_deletes_invalidate,
     post_stores_original_and_every_size,
     ext_profiles_find_the_original_without_its_extension,
