@@ -125,6 +125,10 @@ pub struct Settings {
     /// Memory budget of the renders running at once, MiB (estimated from each source's header).
     #[arg(long, env = "MAX_RENDER_MEMORY_MB", default_value_t = 1024)]
     pub max_render_memory_mb: u64,
+    /// How much larger than the thumbnail (%) a JPEG decoded at a reduced
+    /// DCT scale must stay: 100–800; higher is sharper and slower.
+    #[arg(long, env = "SHRINK_ON_LOAD_MARGIN", default_value_t = crate::image::SHRINK_ON_LOAD_MARGIN)]
+    pub shrink_on_load_margin: u32,
     /// Memory for recently decoded sources, MiB (0 disables it): the other
     /// sizes of a new original made within a few seconds skip its decode.
     #[arg(long, env = "DECODE_CACHE_MB", default_value_t = 64)]
@@ -209,6 +213,8 @@ pub struct TransformConfig {
     pub max_render_memory: u64,
     /// Memory for decoded sources kept for the next sizes, bytes (0: off).
     pub decode_cache: u64,
+    /// Shrink-on-load margin, % (see [`crate::image::plan_with_margin`]).
+    pub shrink_margin: u32,
 }
 
 /// Video settings.
@@ -307,6 +313,15 @@ fn render_memory(mb: u64) -> Result<u64, SettingsError> {
     Ok(mb << 20)
 }
 
+/// SHRINK_ON_LOAD_MARGIN: 100 % (the smallest scale that covers the
+/// thumbnail) to 800 % (never scale a source under 8× the thumbnail).
+fn shrink_margin(pct: u32) -> Result<u32, SettingsError> {
+    if !(100..=800).contains(&pct) {
+        return Err(invalid("SHRINK_ON_LOAD_MARGIN", format!("must be between 100 and 800, got {pct}")));
+    }
+    Ok(pct)
+}
+
 /// DECODE_CACHE_MB in bytes: at most 64 GiB.
 fn decode_cache(mb: u64) -> Result<u64, SettingsError> {
     if mb > 64 << 10 {
@@ -403,6 +418,7 @@ impl Config {
                 timeout: secs("TRANSFORM_TIMEOUT", s.transform_timeout)?,
                 max_render_memory: render_memory(s.max_render_memory_mb)?,
                 decode_cache: decode_cache(s.decode_cache_mb)?,
+                shrink_margin: shrink_margin(s.shrink_on_load_margin)?,
             },
             http: HttpConfig {
                 request_timeout: secs("REQUEST_TIMEOUT", s.request_timeout)?,

@@ -220,6 +220,8 @@ pub struct Thumbs {
     /// 500+ MB for 32 renders); a fixed pool reuses the same few heaps.
     pool: rayon::ThreadPool,
     limits: Limits,
+    /// SHRINK_ON_LOAD_MARGIN, %.
+    shrink_margin: u32,
     budget: RenderBudget,
     timeout: Duration,
     renders: AtomicU64,
@@ -269,6 +271,7 @@ impl Thumbs {
                 .build()
                 .expect("render threads can be spawned"),
             limits: Limits { max_pixels: t.max_pixels, max_frames: t.max_frames },
+            shrink_margin: t.shrink_margin,
             budget: RenderBudget::new(t.max_render_memory),
             timeout: t.timeout,
             renders: AtomicU64::new(0),
@@ -483,10 +486,13 @@ impl Thumbs {
     /// source is kept for a few seconds and later sizes it covers are made
     /// from it (see [`image::Master`]).
     async fn transform(&self, source: Bytes, spec: ThumbSpec, id: Option<&str>) -> Result<Variant, ThumbError> {
-        let plan = image::plan(&source, &spec, &self.limits).map_err(|e| match limit_reason(&e) {
-            Some(reason) => rejected(reason, e.into()),
-            None => e.into(),
-        })?;
+        let plan =
+            image::plan_with_margin(&source, &spec, &self.limits, self.shrink_margin).map_err(
+                |e| match limit_reason(&e) {
+                    Some(reason) => rejected(reason, e.into()),
+                    None => e.into(),
+                },
+            )?;
         if let Err(over) = self.budget.check(plan.memory.peak()) {
             return Err(rejected("over_budget", over_budget(over)));
         }
