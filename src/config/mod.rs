@@ -131,7 +131,7 @@ pub struct Settings {
     pub shrink_on_load_margin: u32,
     /// Memory for recently decoded sources, MiB (0 disables it): the other
     /// sizes of a new original made within a few seconds skip its decode.
-    #[arg(long, env = "DECODE_CACHE_MB", default_value_t = 64)]
+    #[arg(long, env = "DECODE_CACHE_MB", default_value_t = 32)]
     pub decode_cache_mb: u64,
     /// Seconds a request may take to produce its response headers.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = 60)]

@@ -451,11 +451,12 @@ pub fn plan(bytes: &[u8], spec: &ThumbSpec, limits: &Limits) -> Result<Plan, Ima
 /// How much larger than the target (in %, per axis) a JPEG decoded with DCT
 /// scaling must stay: the smallest of libjpeg's scales 1/8–8/8 that gives at
 /// least this is used, and Lanczos3 does the rest. Chosen by measurement
-/// (`bench/shrink-policy.sh`, bench/README.md): against 200 % on eleven
-/// photographs × 256/512/1024 px, 125 % costs a median 0.4 dB PSNR and is
-/// 4 % faster (15 % on a 20 MP baseline JPEG at 512 px); 100 % gains nothing
-/// more and loses over 1 dB in twice as many cases.
-pub const SHRINK_ON_LOAD_MARGIN: u32 = 125;
+/// (`bench/shrink-policy.sh`, bench/README.md#shrink-on-load-policy):
+/// against 200 % on eleven photographs × 256/512/1024 px, 140 % costs a
+/// median 0.01 dB PSNR (two cases lose more than 1 dB, the worst 1.7 dB) and
+/// is 18 % faster on a 20 MP baseline JPEG at 512 px (1/8 instead of 1/4);
+/// 125 % and 100 % gain 2–3 % more at a median −0.4 and −0.6 dB.
+pub const SHRINK_ON_LOAD_MARGIN: u32 = 140;
 
 /// [`plan`] with another shrink-on-load margin than
 /// [`SHRINK_ON_LOAD_MARGIN`] (in %, at least 100): `SHRINK_ON_LOAD_MARGIN`

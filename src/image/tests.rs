@@ -951,7 +951,7 @@ fn a_master_makes_the_sizes_it_covers_like_a_decode_would() {
     let limits = Limits::default();
     let big = plan(&jpeg, &ThumbSpec::of_width(500, OutputFormat::Png, 90), &limits).unwrap();
     let master_plan = master_plan(&big).unwrap();
-    assert_eq!(master_plan.geometry.dct_scale, 3, "750 px: 1.5x the target, the smallest scale >= 1.25x");
+    assert_eq!(master_plan.geometry.dct_scale, 3, "750 px: the smallest scale >= 1.4x the target");
     assert_eq!(master_plan.geometry.shrink, (1, 1));
     let master = decode_master(&jpeg, &master_plan, &Cancel::new()).unwrap();
     assert_eq!(master.size(), (750, 450));
@@ -973,7 +973,7 @@ fn a_master_makes_the_sizes_it_covers_like_a_decode_would() {
             diff / a.as_raw().len() as u64
         );
     }
-    // 900 px needs 1125 px (1.25x): not covered.
+    // 900 px needs 1260 px (1.4x): not covered.
     let larger = plan(&jpeg, &ThumbSpec::of_width(900, OutputFormat::Png, 90), &limits).unwrap();
     assert!(plan_from_master(&master, &larger).is_none());
     // Another image of the same size is not covered either.

@@ -286,7 +286,7 @@ async fn a_burst_of_sizes_decodes_the_source_once(backend: Backend) {
         }
     };
     let before = app.state.thumbs.renders();
-    // The largest first: its decode (at 4/8 scale, 800 px) covers the others.
+    // The largest first: its decode (at 5/8 scale, 1000 px) covers the others.
     for w in [600u32, 300, 160, 64] {
         let img = thumb(w).await;
         assert_eq!(img.dimensions(), (w, w * 3 / 4), "width {w}");
