@@ -51,10 +51,24 @@ const DECODE_CACHE_TTL: Duration = Duration::from_secs(5);
 /// Largest share of the decode cache one source may take: a huge source is
 /// rendered the streaming way (box-shrunk as it is decoded) and not kept.
 const DECODE_CACHE_ENTRY_SHARE: u64 = 4;
+/// Most source ids remembered for DECODE_CACHE_TTL (about 100 bytes each).
+const SEEN_SOURCES: u64 = 100_000;
 /// Largest stored variant read back into memory.
 const MAX_VARIANT_BYTES: u64 = 64 * 1024 * 1024;
 /// How much of an original is read first to check its header.
 const PROBE_BYTES: u64 = 256 * 1024;
+
+/// Whether a render may keep its decoded source for the next sizes.
+#[derive(Debug, Clone, Copy)]
+enum Share<'a> {
+    /// No: the source has no identity (a placeholder of bytes just read).
+    No,
+    /// Once a second size of this source (`{key}@{etag}`) is asked for
+    /// within DECODE_CACHE_TTL.
+    OnRepeat(&'a str),
+    /// Always: the sizes of one eager POST, which all follow.
+    Always(&'a str),
+}
 
 /// A thumbnail ready to serve.
 #[derive(Debug, Clone)]
@@ -236,6 +250,9 @@ pub struct Thumbs {
     masters: Option<moka::future::Cache<String, Arc<image::Master>>>,
     /// Largest master kept, bytes.
     master_max_bytes: u64,
+    /// Sources rendered in the last DECODE_CACHE_TTL (their ids): the next
+    /// size of one of them is made through a master.
+    seen: moka::future::Cache<String, ()>,
 }
 
 impl std::fmt::Debug for Thumbs {
@@ -290,6 +307,7 @@ impl Thumbs {
                     .build()
             }),
             master_max_bytes: t.decode_cache / DECODE_CACHE_ENTRY_SHARE,
+            seen: moka::future::Cache::builder().max_capacity(SEEN_SOURCES).time_to_live(DECODE_CACHE_TTL).build(),
         }
     }
 
@@ -432,7 +450,7 @@ impl Thumbs {
             }
         };
         tracing::debug!(key = %key, "making variant");
-        self.transform(source, spec, Some(&id)).await
+        self.transform(source, spec, Share::OnRepeat(&id)).await
     }
 
     /// An image asset's original, read within the profile's size limit.
@@ -449,7 +467,7 @@ impl Thumbs {
         let (w, h) = if info.orientation >= 5 { (info.height, info.width) } else { (info.width, info.height) };
         let width = if w >= h { w.min(100) } else { (u64::from(w) * 100 / u64::from(h)).max(1) as u32 };
         let spec = ThumbSpec::of_width(width, OutputFormat::Png, 100);
-        let small = self.transform(source, spec, None).await?;
+        let small = self.transform(source, spec, Share::No).await?;
         let rgba = ::image::load_from_memory(&small.bytes)
             .map_err(|e| ThumbError::Internal(format!("placeholder decode: {e}")))?
             .into_rgba8();
@@ -482,10 +500,9 @@ impl Thumbs {
     /// `TRANSFORM_TIMEOUT`. Past it, the render is cancelled: its worker
     /// stops at its next check and only then gives its memory back.
     ///
-    /// `id` names the source's content (`{key}@{etag}`): given, the decoded
-    /// source is kept for a few seconds and later sizes it covers are made
-    /// from it (see [`image::Master`]).
-    async fn transform(&self, source: Bytes, spec: ThumbSpec, id: Option<&str>) -> Result<Variant, ThumbError> {
+    /// `share` says whether the decoded source may be kept for a few seconds
+    /// so later sizes it covers are made from it (see [`image::Master`]).
+    async fn transform(&self, source: Bytes, spec: ThumbSpec, share: Share<'_>) -> Result<Variant, ThumbError> {
         let plan =
             image::plan_with_margin(&source, &spec, &self.limits, self.shrink_margin).map_err(
                 |e| match limit_reason(&e) {
@@ -500,8 +517,8 @@ impl Thumbs {
         let _stop = CancelOnDrop(cancel.clone());
         let started = std::time::Instant::now();
         let run = async {
-            if let (Some(masters), Some(id)) = (&self.masters, id)
-                && let Some(thumb) = self.via_master(masters, id, &source, &plan, &cancel).await?
+            if let Some(masters) = &self.masters
+                && let Some(thumb) = self.via_master(masters, share, &source, &plan, &cancel).await?
             {
                 return Ok(thumb);
             }
@@ -517,19 +534,24 @@ impl Thumbs {
         Ok(Variant::new(Bytes::from(thumb.bytes), spec.format, SystemTime::now()))
     }
 
-    /// The thumbnail made from a decoded master of `id`: one kept from an
-    /// earlier size if it covers this one, else one decoded now (once for
-    /// all the requests that want it at once) and kept. `None` when this
-    /// source is not worth keeping (an animation, or too big a master):
-    /// it is then rendered the streaming way.
+    /// The thumbnail made from a decoded master: one kept from an earlier
+    /// size if it covers this one, else one decoded now (once for all the
+    /// requests that want it at once) and kept. `None` when the source is
+    /// not worth keeping (an animation, too big a master, or the first size
+    /// asked of a source in a while): it is then rendered the streaming way.
     async fn via_master(
         &self,
         masters: &moka::future::Cache<String, Arc<image::Master>>,
-        id: &str,
+        share: Share<'_>,
         source: &Bytes,
         plan: &image::Plan,
         cancel: &Cancel,
     ) -> Result<Option<image::Thumbnail>, ThumbError> {
+        let (id, always) = match share {
+            Share::No => return Ok(None),
+            Share::OnRepeat(id) => (id, false),
+            Share::Always(id) => (id, true),
+        };
         let Some(master_plan) = image::master_plan(plan) else { return Ok(None) };
         let g = &master_plan.geometry;
         // Any master at this scale or a larger one covers the plan.
@@ -543,6 +565,14 @@ impl Thumbs {
         }
         let bytes = u64::from(g.decoded.0) * u64::from(g.decoded.1) * u64::from(g.channels);
         if bytes > self.master_max_bytes || self.budget.check(master_plan.memory.peak()).is_err() {
+            return Ok(None);
+        }
+        // Most originals are asked for in one size: a master is only made
+        // once a second size of the source comes within the cache's
+        // lifetime, so a load of distinct originals keeps none (measured:
+        // +70–90 MB peak RSS when every first render kept its decode).
+        if !always && !self.seen.contains_key(id) {
+            self.seen.insert(id.to_owned(), ()).await;
             return Ok(None);
         }
         metrics::counter!("mediaflow_decode_cache_requests_total", "result" => "miss").increment(1);
@@ -684,7 +714,7 @@ impl Thumbs {
                 let key = key.map_err(|e| ThumbError::Internal(e.to_string()))?;
                 let _slot =
                     this.limiter.enter().await.map_err(|Overloaded| rejected("overloaded", ThumbError::Overloaded))?;
-                let variant = this.transform(source, req.spec(), Some(&id)).await?;
+                let variant = this.transform(source, req.spec(), Share::Always(&id)).await?;
                 Ok::<_, ThumbError>((size, key, variant))
             }
         };
