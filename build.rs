@@ -35,8 +35,11 @@ fn main() {
     }
     let release = std::env::var("PROFILE").is_ok_and(|p| p == "release");
     let allowed = std::env::var("MEDIAFLOW_ALLOW_NO_SIMD").is_ok_and(|v| v == "1");
-    let fix = "install nasm (Debian/Ubuntu: `sudo apt-get install nasm`, or run scripts/setup.sh), \
-               then `cargo clean -p mozjpeg-sys` and build again";
+    // mozjpeg-sys does not rebuild by itself once nasm is there.
+    let clean = if release { "cargo clean --release -p mozjpeg-sys" } else { "cargo clean -p mozjpeg-sys" };
+    let fix = format!(
+        "install nasm (Debian/Ubuntu: `sudo apt-get install nasm`, or run scripts/setup.sh), then `{clean}` and build again"
+    );
     if release && !allowed {
         eprintln!(
             "\nerror: libjpeg-turbo (mozjpeg-sys) was built without its SIMD code because `nasm` was not found; \

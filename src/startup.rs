@@ -145,7 +145,7 @@ pub async fn build_state_wrapped(config: Config, wrap: impl FnOnce(DynStore) -> 
     if !crate::image::JPEG_SIMD {
         tracing::warn!(
             "this binary's JPEG decoder was built without SIMD (nasm was missing): thumbnails of JPEGs \
-             cost ~1.2x more CPU; install nasm, `cargo clean -p mozjpeg-sys` and rebuild"
+             cost ~1.2x more CPU; install nasm, `cargo clean --release -p mozjpeg-sys` and rebuild"
         );
     }
     let state = AppState::new(config, profiles, wrap(opened.store), opened.fs_signer);
