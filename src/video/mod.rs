@@ -32,6 +32,13 @@ const PROXY_MEMORY: u64 = 4 << 30;
 const MAX_FRAME_BYTES: usize = 128 << 20;
 /// How often idle workers look for queued jobs (a local enqueue wakes them).
 const POLL: Duration = Duration::from_secs(10);
+/// Name prefix of a proxy job's scratch directory in the system temp folder.
+const SCRATCH_PREFIX: &str = "mediaflow-proxy-";
+/// Longest a proxy job may run (its ffmpeg timeout is capped at 4 h) plus
+/// an hour: a scratch directory older than this was left by a process that
+/// died (SIGKILL skips the clean-up on drop), even with other instances
+/// sharing the temp folder.
+const SCRATCH_MAX_AGE: Duration = Duration::from_secs(5 * 3600);
 
 /// What `/proxy` can answer.
 #[derive(Debug, Clone)]
@@ -315,6 +322,12 @@ impl Videos {
         }
         let this = Arc::clone(self);
         lifecycle.spawn_daemon(async move {
+            let parent = std::env::temp_dir();
+            let cutoff = std::time::SystemTime::now() - SCRATCH_MAX_AGE;
+            match tokio::task::spawn_blocking(move || sweep_scratch(&parent, cutoff)).await {
+                Ok(0) | Err(_) => {}
+                Ok(n) => tracing::info!(removed = n, "removed proxy scratch directories left by a dead process"),
+            }
             loop {
                 if let Err(e) = this.run_queued().await {
                     tracing::warn!(error = %e, "could not list proxy jobs; retrying");
@@ -428,7 +441,8 @@ impl Videos {
         let secs = facts.duration_s.unwrap_or(600.0);
         let timeout = Duration::from_secs_f64((60.0 + secs * 20.0).min(4.0 * 3600.0));
         let input = self.input(original, timeout + Duration::from_secs(60)).await.map_err(classify)?;
-        let dir = tempfile::tempdir().map_err(|e| JobEnd::Store(e.to_string()))?;
+        let dir =
+            tempfile::Builder::new().prefix(SCRATCH_PREFIX).tempdir().map_err(|e| JobEnd::Store(e.to_string()))?;
         let out = dir.path().join(format!("proxy.{}", format.name()));
         let limits = Limits { timeout, memory: PROXY_MEMORY, max_output: 1 << 20 };
         ffmpeg.proxy(&input, container, &plan, &out, limits).await.map_err(classify)?;
@@ -470,4 +484,48 @@ enum JobEnd {
     },
     /// The store failed: retry later.
     Store(String),
+}
+
+/// Removes the proxy scratch directories under `parent` last modified
+/// before `cutoff`; returns how many. Anything else is left alone, and a
+/// directory that cannot be read or removed is skipped.
+fn sweep_scratch(parent: &std::path::Path, cutoff: std::time::SystemTime) -> usize {
+    let Ok(entries) = std::fs::read_dir(parent) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let old_scratch = entry.file_name().to_str().is_some_and(|n| n.starts_with(SCRATCH_PREFIX))
+            && entry.file_type().is_ok_and(|t| t.is_dir())
+            && entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < cutoff);
+        if old_scratch && std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod scratch_tests {
+    use super::*;
+
+    #[test]
+    fn only_old_proxy_scratch_directories_are_swept() {
+        let parent = tempfile::tempdir().unwrap();
+        let make = |name: &str, age: Duration| {
+            let dir = parent.path().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join("proxy.mp4"), b"partial").unwrap();
+            let t = std::time::SystemTime::now() - age;
+            std::fs::File::open(&dir).unwrap().set_modified(t).unwrap();
+            dir
+        };
+        let dead = make("mediaflow-proxy-dead", SCRATCH_MAX_AGE + Duration::from_secs(60));
+        let running = make("mediaflow-proxy-running", Duration::from_secs(60));
+        let other = make("someone-else", SCRATCH_MAX_AGE * 2);
+        let cutoff = std::time::SystemTime::now() - SCRATCH_MAX_AGE;
+        assert_eq!(sweep_scratch(parent.path(), cutoff), 1);
+        assert!(!dead.exists(), "a dead process's scratch is removed");
+        assert!(running.join("proxy.mp4").exists(), "a job that may still run keeps its scratch");
+        assert!(other.exists(), "other programs' directories are left alone");
+        assert_eq!(sweep_scratch(&parent.path().join("missing"), cutoff), 0);
+    }
 }
