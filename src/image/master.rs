@@ -15,8 +15,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::shrink::{shrink_factor, shrink_from};
 use super::{
-    Bitmap, Cancel, ImageError, ImageInfo, MemoryEstimate, Plan, Thumbnail, decode, encode, estimate, finish_frame,
-    panic_message, resize,
+    Bitmap, Cancel, ImageError, ImageInfo, MemoryEstimate, Plan, Thumbnail, decode, estimate, panic_message,
+    resize_and_encode,
 };
 
 /// A decoded source shared by the renders it covers.
@@ -101,15 +101,8 @@ pub fn plan_from_master(master: &Master, plan: &Plan) -> Option<Plan> {
 pub fn render_from_master(master: &Master, plan: &Plan, cancel: &Cancel) -> Result<Thumbnail, ImageError> {
     catch_unwind(AssertUnwindSafe(|| {
         cancel.check()?;
-        let g = &plan.geometry;
-        let shrunk = shrink_from(&master.bitmap, g.shrink, cancel)?;
-        cancel.check()?;
-        let bitmap = resize::resize(shrunk, g.resized.0, g.resized.1)?;
-        cancel.check()?;
-        let bitmap = finish_frame(bitmap, master.icc.as_deref(), plan, &mut None);
-        cancel.check()?;
-        let bytes = encode::encode(&bitmap, plan.spec.format, plan.spec.quality.min(100), cancel)?;
-        Ok(Thumbnail { bytes, width: bitmap.width, height: bitmap.height, format: plan.spec.format, frames: 1 })
+        let shrunk = shrink_from(&master.bitmap, plan.geometry.shrink, cancel)?;
+        resize_and_encode(shrunk, master.icc.as_deref(), plan, cancel)
     }))
     .unwrap_or_else(|payload| Err(ImageError::Decode(panic_message(payload.as_ref()))))
 }

@@ -564,12 +564,23 @@ pub fn render(bytes: &[u8], plan: &Plan, cancel: &Cancel) -> Result<Thumbnail, I
 
 fn render_still(bytes: &[u8], plan: &Plan, cancel: &Cancel) -> Result<Thumbnail, ImageError> {
     cancel.check()?;
-    let g = &plan.geometry;
     let decoded = decode::decode(bytes, plan, cancel)?;
+    resize_and_encode(decoded.bitmap, decoded.icc.as_deref(), plan, cancel)
+}
+
+/// A still's steps after decoding (and box-shrinking): Lanczos3 to the
+/// planned size, colour, orientation and crop, then the encoder.
+pub(crate) fn resize_and_encode(
+    shrunk: Bitmap,
+    icc: Option<&[u8]>,
+    plan: &Plan,
+    cancel: &Cancel,
+) -> Result<Thumbnail, ImageError> {
+    let g = &plan.geometry;
     cancel.check()?;
-    let bitmap = resize::resize(decoded.bitmap, g.resized.0, g.resized.1)?;
+    let bitmap = resize::resize(shrunk, g.resized.0, g.resized.1)?;
     cancel.check()?;
-    let bitmap = finish_frame(bitmap, decoded.icc.as_deref(), plan, &mut None);
+    let bitmap = finish_frame(bitmap, icc, plan, &mut None);
     debug_assert_eq!((bitmap.width, bitmap.height), g.output);
     cancel.check()?;
     let bytes = encode::encode(&bitmap, plan.spec.format, plan.spec.quality.min(100), cancel)?;
