@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -17,7 +16,7 @@ use crate::shutdown::Lifecycle;
 
 /// Serves `app` on `listener` until `lifecycle` shuts down, then waits up to
 /// `drain` for open requests to finish. Returns whether they all did.
-pub async fn serve(listener: TcpListener, app: Router, lifecycle: Lifecycle, idle: Duration, drain: Duration) -> bool {
+pub async fn serve(listener: TcpListener, app: crate::http::App, lifecycle: Lifecycle, idle: Duration, drain: Duration) -> bool {
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     // half_close: a client may shut its write side once the body is sent (curl

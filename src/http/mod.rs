@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 pub mod fs_upload;
 pub mod health;
+pub mod hits;
 pub mod linger;
 pub mod media;
 pub mod observe;
@@ -19,7 +20,15 @@ pub mod thumbs;
 pub mod uploads;
 pub mod wire;
 
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
 use axum::Router;
+use axum::extract::Request;
+use axum::response::Response;
+use futures::future::BoxFuture;
+use tower::Service;
 use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::http::StatusCode;
@@ -83,8 +92,59 @@ pub mod paths {
 /// Largest JSON request body.
 pub const MAX_JSON_BODY: usize = 1024 * 1024;
 
-/// The service's router, ready to serve (tests drive it in process).
-pub fn app(state: AppState) -> Router {
+/// The service: the hit path ([`hits`]) in front of the router. Cheap to
+/// clone (one per connection).
+#[derive(Clone, Debug)]
+pub struct App {
+    router: Router,
+    hits: Arc<hits::Hits>,
+}
+
+impl Service<Request> for App {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        if !hits::Hits::candidate(&req) {
+            return Box::pin(self.router.call(req));
+        }
+        let hits = Arc::clone(&self.hits);
+        let mut router = self.router.clone();
+        Box::pin(async move {
+            match hits.answer(req).await {
+                Ok(hit) => Ok(hit),
+                Err(req) => router.call(req).await,
+            }
+        })
+    }
+}
+
+impl App {
+    /// Requests this app answered on the hit path.
+    pub fn hits_answered(&self) -> u64 {
+        self.hits.answered()
+    }
+}
+
+/// The service, ready to serve (tests drive it in process).
+pub fn app(state: AppState) -> App {
+    let cors = cors(&state.config.http.cors_origins);
+    App { hits: Arc::new(hits::Hits::new(state.clone(), cors.clone())), router: routes(state, cors) }
+}
+
+/// The router and its middleware alone, without the hit path in front: what
+/// answers every request but a hit (tests compare the two).
+pub fn router(state: AppState) -> Router {
+    let cors = cors(&state.config.http.cors_origins);
+    routes(state, cors)
+}
+
+fn routes(state: AppState, cors: CorsLayer) -> Router {
     crate::metrics::handle();
     let timeout = state.config.http.request_timeout;
     let with_key = middleware::from_fn_with_state(state.clone(), auth::require_api_key);
@@ -116,7 +176,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(CatchPanicLayer::new())
-        .layer(cors(&state.config.http.cors_origins))
+        .layer(cors)
         .layer(middleware::from_fn(body::close_unread))
         .layer(middleware::from_fn(observe::observe))
         .with_state(state)

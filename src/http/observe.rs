@@ -16,7 +16,7 @@ pub const REQUEST_ID: &str = "x-request-id";
 
 /// A client-supplied id is kept when it is short printable ASCII (it ends up
 /// in logs); otherwise a fresh one is made.
-fn request_id(req: &Request) -> String {
+pub(super) fn request_id(req: &Request) -> String {
     req.headers()
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
@@ -102,6 +102,14 @@ pub async fn observe(req: Request, next: Next) -> Response {
         tracing::info!(status, duration_ms, "request");
     }
     response
+}
+
+/// The span and event of a request answered outside the middleware (the
+/// hit path, `super::hits`), as [`observe`] logs them.
+pub(super) fn log_request(id: &str, method: &'static str, route: &str, status: u16, elapsed: std::time::Duration) {
+    let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
+    let _enter = span.enter();
+    tracing::info!(status, duration_ms = elapsed.as_secs_f64() * 1000.0, "request");
 }
 
 /// `GET /metrics`: Prometheus text format.

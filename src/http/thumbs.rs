@@ -18,7 +18,7 @@ use super::extract::{ApiPath, ApiQuery};
 use super::media::{Condition, MediaHeaders, evaluate};
 use crate::assets::AssetKey;
 use crate::state::AppState;
-use crate::thumbs::{FormatChoice, ThumbParams, resolve_variant};
+use crate::thumbs::{FormatChoice, ThumbParams, Variant, VariantRequest, resolve_variant};
 
 /// Query of thumbnail URLs.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -74,24 +74,71 @@ pub async fn get_thumb(
     ApiQuery(q): ApiQuery<ThumbQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let asset = AssetKey::resolve(&state.profiles, &profile, &image_id, q.shard.as_deref())?;
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let params = ThumbParams {
-        width: q.width.as_deref(),
-        height: q.height.as_deref(),
-        fit: q.fit.as_deref(),
-        gravity: q.gravity.as_deref(),
-        format: q.format.as_deref(),
-        quality: q.quality.as_deref(),
-        accept,
+    let ask = ThumbAsk {
+        profile: &profile,
+        image_id: &image_id,
+        shard: q.shard.as_deref(),
+        params: ThumbParams {
+            width: q.width.as_deref(),
+            height: q.height.as_deref(),
+            fit: q.fit.as_deref(),
+            gravity: q.gravity.as_deref(),
+            format: q.format.as_deref(),
+            quality: q.quality.as_deref(),
+            accept: headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
+        },
+        path: uri.path(),
+        query: uri.query(),
     };
-    let req = resolve_variant(asset.profile(), &params).map_err(ApiError::bad_request)?;
-    let quality_given = q.quality.as_deref().is_some_and(|v| !v.trim().is_empty());
-    state
-        .thumbs
-        .check_signature(&req, asset.profile(), quality_given, uri.path(), uri.query())
-        .map_err(|e| ApiError::Forbidden(e.to_string()))?;
+    let (asset, req) = ask.resolve(&state)?;
     let variant = state.thumbs.get(&asset, &req).await?;
+    Ok(answer(&state, &asset, &req, &variant, method == Method::HEAD, &headers))
+}
+
+/// What a thumbnail URL asks for, borrowed from the request: the handler
+/// fills it from axum's extractors, the hit path (`super::hits`) from the
+/// raw URL.
+#[derive(Debug)]
+pub(super) struct ThumbAsk<'a> {
+    /// `{profile}`.
+    pub profile: &'a str,
+    /// `{image_id}`.
+    pub image_id: &'a str,
+    /// `?shard=`.
+    pub shard: Option<&'a str>,
+    /// The size, format and quality parameters, and `Accept`.
+    pub params: ThumbParams<'a>,
+    /// The URL's path and query as sent (a signature covers them).
+    pub path: &'a str,
+    /// See `path`.
+    pub query: Option<&'a str>,
+}
+
+impl ThumbAsk<'_> {
+    /// The asset and variant asked for, checked against the profile and,
+    /// where one is needed, the URL's signature.
+    pub(super) fn resolve(&self, state: &AppState) -> ApiResult<(AssetKey, VariantRequest)> {
+        let asset = AssetKey::resolve(&state.profiles, self.profile, self.image_id, self.shard)?;
+        let req = resolve_variant(asset.profile(), &self.params).map_err(ApiError::bad_request)?;
+        let quality_given = self.params.quality.is_some_and(|v| !v.trim().is_empty());
+        state
+            .thumbs
+            .check_signature(&req, asset.profile(), quality_given, self.path, self.query)
+            .map_err(|e| ApiError::Forbidden(e.to_string()))?;
+        Ok((asset, req))
+    }
+}
+
+/// The answer with `variant`: 304 when the request's validators match,
+/// else 200 (without the body for HEAD).
+pub(super) fn answer(
+    state: &AppState,
+    asset: &AssetKey,
+    req: &VariantRequest,
+    variant: &Variant,
+    head: bool,
+    headers: &HeaderMap,
+) -> Response {
     let media = MediaHeaders {
         filename: Some(format!("{}_{}.{}", asset.key_base(), req.size.name(), req.format.extension())),
         content_type: variant.content_type.to_owned(),
@@ -101,11 +148,11 @@ pub async fn get_thumb(
         ranges: false,
         vary: (req.choice == FormatChoice::Auto).then_some("Accept"),
     };
-    if evaluate(&headers, &variant.etag, variant.last_modified) == Condition::NotModified {
-        return Ok(media.not_modified());
+    if evaluate(headers, &variant.etag, variant.last_modified) == Condition::NotModified {
+        return media.not_modified();
     }
-    let body = (method != Method::HEAD).then(|| Body::from(variant.bytes.clone()));
-    Ok(media.respond(variant.bytes.len() as u64, None, body))
+    let body = (!head).then(|| Body::from(variant.bytes.clone()));
+    media.respond(variant.bytes.len() as u64, None, body)
 }
 
 /// Reads the image, mapping a limit overflow to 413.

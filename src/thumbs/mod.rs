@@ -253,6 +253,9 @@ pub struct Thumbs {
     /// Sources rendered in the last DECODE_CACHE_TTL (their ids): the next
     /// size of one of them is made through a master.
     seen: moka::future::Cache<String, ()>,
+    /// `mediaflow_cache_requests_total{result="hit"}`, registered once: the
+    /// hit path is the hottest one.
+    cache_hits: metrics::Counter,
 }
 
 impl std::fmt::Debug for Thumbs {
@@ -273,6 +276,7 @@ impl Thumbs {
                 .build()
         });
         let t = &config.transforms;
+        crate::metrics::handle();
         Self {
             store,
             lifecycle,
@@ -308,6 +312,7 @@ impl Thumbs {
             }),
             master_max_bytes: t.decode_cache / DECODE_CACHE_ENTRY_SHARE,
             seen: moka::future::Cache::builder().max_capacity(SEEN_SOURCES).time_to_live(DECODE_CACHE_TTL).build(),
+            cache_hits: metrics::counter!("mediaflow_cache_requests_total", "result" => "hit"),
         }
     }
 
@@ -345,12 +350,23 @@ impl Thumbs {
         &self.budget
     }
 
+    /// The variant for `req` if it is in memory, and nothing else: the hit
+    /// path answers it before the router (`http::hits`); a miss goes the long
+    /// way, through [`Self::get`], and counts there.
+    pub async fn cached(&self, asset: &AssetKey, req: &VariantRequest) -> Option<Variant> {
+        let cache = self.cache.as_ref()?;
+        let key = asset.variant_key(&req.key).ok()?;
+        let hit = cache.get(key.as_str()).await?;
+        self.cache_hits.increment(1);
+        Some(hit)
+    }
+
     /// The variant for `req`: from memory, the store, or made now.
     pub async fn get(self: &Arc<Self>, asset: &AssetKey, req: &VariantRequest) -> Result<Variant, ThumbError> {
         let key = asset.variant_key(&req.key).map_err(|e| ThumbError::Internal(e.to_string()))?;
         if let Some(cache) = &self.cache {
             if let Some(hit) = cache.get(key.as_str()).await {
-                metrics::counter!("mediaflow_cache_requests_total", "result" => "hit").increment(1);
+                self.cache_hits.increment(1);
                 return Ok(hit);
             }
             metrics::counter!("mediaflow_cache_requests_total", "result" => "miss").increment(1);

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Warm hits only, A/B: one or two MediaFlow binaries and nginx serving the
+# same 20 variants, interleaved rounds, medians and ratios. For working on the
+# hit path layer by layer without the whole peer harness; it reuses the data
+# folder bench/http-load.sh left (run that once first).
+#
+#   bench/hit-ab.sh                                   # target/release/mediaflow vs nginx
+#   B_BIN=/tmp/mediaflow-old bench/hit-ab.sh          # … and another build
+#   ROUNDS=5 SECONDS_PER=7 CONNS=16 bench/hit-ab.sh
+#
+# Environment: A_BIN (default target/release/mediaflow), B_BIN, A_ENV / B_ENV
+# ("K=V K=V", extra settings), ROUNDS=5, SECONDS_PER=7, CONNS=16,
+# WORK=bench/out/http (the harness's folder).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+WORK="${WORK:-$ROOT/bench/out/http}"
+A_BIN="${A_BIN:-$ROOT/target/release/mediaflow}"
+ROUNDS="${ROUNDS:-5}"
+SECS="${SECONDS_PER:-7}"
+CONNS="${CONNS:-16}"
+[ -f "$WORK/paths/warm-mediaflow" ] || { echo "no $WORK/paths/warm-mediaflow: run bench/http-load.sh once" >&2; exit 1; }
+command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs wrk and nginx" >&2; exit 1; }
+
+mapfile -t PORTS < <(python3 "$ROOT/scripts/free-ports.py" 3)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+start_mf() { # name binary port env
+  local log="$WORK/logs/hit-ab-$1.log"
+  # shellcheck disable=SC2086
+  env DATA_DIR="$WORK/mediaflow-data" PORT="$3" BIND_ADDR=127.0.0.1 STORAGE_CONFIG_PATH="$ROOT/bench/profiles.yaml" \
+    LOG_FORMAT=json RUST_LOG=warn $4 "$2" >"$log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 300); do curl -fs "http://127.0.0.1:$3/health" >/dev/null && return 0; sleep 0.1; done
+  echo "$1 did not start; see $log" >&2; exit 1
+}
+NG="$WORK/nginx"
+sed -E "s/listen 127.0.0.1:[0-9]+;/listen 127.0.0.1:${PORTS[2]};/" "$NG/nginx.conf" >"$NG/hit-ab.conf"
+nginx -p "$NG" -c "$NG/hit-ab.conf" -g "daemon off; user root;" 2>"$WORK/logs/hit-ab-nginx.log" &
+PIDS+=($!)
+start_mf a "$A_BIN" "${PORTS[0]}" "${A_ENV:-}"
+NAMES=(a nginx)
+declare -A URL=([a]="http://127.0.0.1:${PORTS[0]}" [nginx]="http://127.0.0.1:${PORTS[2]}")
+declare -A LIST=([a]="$WORK/paths/warm-mediaflow" [nginx]="$WORK/paths/warm-nginx")
+if [ -n "${B_BIN:-}" ]; then
+  start_mf b "$B_BIN" "${PORTS[1]}" "${B_ENV:-}"
+  NAMES+=(b)
+  URL[b]="http://127.0.0.1:${PORTS[1]}"
+  LIST[b]="$WORK/paths/warm-mediaflow"
+fi
+# Warm every variant into memory and check the bytes against nginx's copy.
+mapfile -t MF_PATHS <"$WORK/paths/warm-mediaflow"
+mapfile -t NG_PATHS <"$WORK/paths/warm-nginx"
+for n in "${NAMES[@]}"; do
+  [ "$n" = nginx ] && continue
+  for i in "${!MF_PATHS[@]}"; do
+    cmp -s <(curl -fs "${URL[$n]}${MF_PATHS[$i]}") <(curl -fs "${URL[nginx]}${NG_PATHS[$i]}") ||
+      { echo "$n: ${MF_PATHS[$i]} differs from nginx's copy" >&2; exit 1; }
+  done
+done
+
+declare -A RES
+for r in $(seq "$ROUNDS"); do
+  order=("${NAMES[@]}")
+  [ $((r % 2)) -eq 0 ] && order=($(printf '%s\n' "${NAMES[@]}" | tac))
+  for n in "${order[@]}"; do
+    out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$ROOT/bench/lib/paths.lua" "${URL[$n]}" -- "${LIST[$n]}" 1 | grep '^RESULT ')
+    rps=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1][7:]); e=sum(r[k] for k in ("status_errors","connect_errors","read_errors","write_errors","timeouts")); print("%.0f %d" % (r["requests"]/(r["duration_us"]/1e6), e))' "$out")
+    echo "round $r  $n  ${rps% *} req/s  errors ${rps#* }"
+    RES[$n]+="${rps% *} "
+  done
+done
+python3 - "${RES[a]}" "${RES[nginx]}" "${RES[b]:-}" <<'EOF'
+import statistics, sys
+a, ng, b = ([float(x) for x in s.split()] for s in sys.argv[1:4])
+ma, mn = statistics.median(a), statistics.median(ng)
+print(f"median a {ma:.0f} req/s, nginx {mn:.0f} req/s: a/nginx {ma / mn:.2f}x", end="")
+if b:
+    mb = statistics.median(b)
+    print(f"; b {mb:.0f} req/s: a/b {ma / mb:.2f}x, b/nginx {mb / mn:.2f}x", end="")
+print()
+EOF

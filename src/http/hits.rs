@@ -1,0 +1,218 @@
+//! The hit path: `GET|HEAD /thumb/{profile}/{image_id}` for a variant that
+//! is in memory, answered before the router and its middleware.
+//!
+//! A hit is most of what a thumbnail service serves, and on it the router's
+//! per-request work (route matching and the boxed clones of every layer, the
+//! timeout's timer, the extractors) costs as much as the answer itself
+//! (bench/README.md, "Hits"). So the hit path reads the URL itself, asks the
+//! memory cache only, and answers with the same headers the router would
+//! give: the handler's ([`super::thumbs::answer`]), the CORS layer's (the
+//! same `tower_http` layer, run on the answer), the request id, the request
+//! metrics and the log event. Anything else (a miss, an error, a body, an
+//! unusual URL) goes down the router as before, so the long way stays the
+//! one definition of every error; `tests/api/thumbs.rs` checks that a hit
+//! and a miss answer with the same headers.
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::future::{Ready, ready};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
+use axum::response::Response;
+use percent_encoding::percent_decode_str;
+use tower::{Layer, Service};
+use tower_http::cors::{Cors, CorsLayer};
+
+use super::observe;
+use super::paths;
+use super::thumbs::{ThumbAsk, answer};
+use crate::state::AppState;
+use crate::thumbs::ThumbParams;
+
+type PassAnswer = fn(axum::http::Request<Response>) -> Ready<Result<Response, Infallible>>;
+
+/// The CORS layer's inner service on the hit path: the answer, already
+/// made, rides in the request's body slot.
+fn pass_answer(req: axum::http::Request<Response>) -> Ready<Result<Response, Infallible>> {
+    ready(Ok(req.into_body()))
+}
+
+/// The hit path's state: the app state, the CORS layer, and the request
+/// metrics registered once.
+pub struct Hits {
+    state: AppState,
+    cors: Cors<tower::util::ServiceFn<PassAnswer>>,
+    /// `mediaflow_http_requests_total` for GET 200, GET 304, HEAD 200, HEAD 304.
+    requests: [metrics::Counter; 4],
+    /// `mediaflow_http_request_duration_seconds` for GET and HEAD.
+    durations: [metrics::Histogram; 2],
+    /// Requests answered here (tests check that a hit took this path).
+    answered: AtomicU64,
+}
+
+impl std::fmt::Debug for Hits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hits").finish_non_exhaustive()
+    }
+}
+
+/// The query parameters of a thumbnail URL, as the handler's `ThumbQuery`
+/// reads them.
+#[derive(Debug, Default)]
+struct Query<'a> {
+    width: Option<Cow<'a, str>>,
+    height: Option<Cow<'a, str>>,
+    fit: Option<Cow<'a, str>>,
+    gravity: Option<Cow<'a, str>>,
+    format: Option<Cow<'a, str>>,
+    quality: Option<Cow<'a, str>>,
+    shard: Option<Cow<'a, str>>,
+    sig: Option<Cow<'a, str>>,
+}
+
+impl<'a> Query<'a> {
+    /// `None` for a query the handler would refuse (a repeated parameter):
+    /// the router answers that one.
+    fn parse(query: &'a str) -> Option<Self> {
+        let mut q = Self::default();
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            let slot = match &*name {
+                "width" => &mut q.width,
+                "height" => &mut q.height,
+                "fit" => &mut q.fit,
+                "gravity" => &mut q.gravity,
+                "format" => &mut q.format,
+                "quality" => &mut q.quality,
+                "shard" => &mut q.shard,
+                "sig" => &mut q.sig,
+                _ => continue,
+            };
+            if slot.replace(value).is_some() {
+                return None;
+            }
+        }
+        Some(q)
+    }
+}
+
+/// `{profile}` and `{image_id}` of `/thumb/{profile}/{image_id}`,
+/// percent-decoded as the router's path extractor does.
+fn thumb_path(path: &str) -> Option<(Cow<'_, str>, Cow<'_, str>)> {
+    let (profile, image_id) = path.strip_prefix("/thumb/")?.split_once('/')?;
+    if profile.is_empty() || image_id.is_empty() || image_id.contains('/') {
+        return None;
+    }
+    Some((percent_decode_str(profile).decode_utf8().ok()?, percent_decode_str(image_id).decode_utf8().ok()?))
+}
+
+impl Hits {
+    /// The hit path of the app built on `state` with `cors`.
+    pub fn new(state: AppState, cors: CorsLayer) -> Self {
+        crate::metrics::handle();
+        let route = paths::THUMB;
+        let counter = |method: &'static str, status: &'static str| {
+            metrics::counter!("mediaflow_http_requests_total", "method" => method, "route" => route, "status" => status)
+        };
+        let histogram = |method: &'static str| {
+            metrics::histogram!("mediaflow_http_request_duration_seconds", "method" => method, "route" => route)
+        };
+        Self {
+            state,
+            cors: cors.layer(tower::service_fn(pass_answer as PassAnswer)),
+            requests: [counter("GET", "200"), counter("GET", "304"), counter("HEAD", "200"), counter("HEAD", "304")],
+            durations: [histogram("GET"), histogram("HEAD")],
+            answered: AtomicU64::new(0),
+        }
+    }
+
+    /// Requests answered on the hit path since start-up.
+    pub fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
+    }
+
+    /// Whether `req` can be a hit at all: a GET or HEAD of a thumbnail URL
+    /// without a body. Decided without awaiting, so everything else goes
+    /// straight to the router.
+    pub fn candidate(req: &Request) -> bool {
+        use http_body::Body as _;
+        (req.method() == Method::GET || req.method() == Method::HEAD)
+            && req.uri().path().starts_with("/thumb/")
+            && req.body().is_end_stream()
+    }
+
+    /// The answer to `req` if it asks for a variant in memory; `None` sends
+    /// it down the router.
+    pub async fn answer(&self, req: Request) -> Result<Response, Request> {
+        let started = Instant::now();
+        let Some(mut response) = self.lookup(req.method(), req.uri(), req.headers()).await else { return Err(req) };
+        let head = req.method() == Method::HEAD;
+        let id = observe::request_id(&req);
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            response.headers_mut().insert(observe::REQUEST_ID, v);
+        }
+        let (parts, _) = req.into_parts();
+        let mut cors = self.cors.clone();
+        let Ok(response) = cors.call(axum::http::Request::from_parts(parts, response)).await;
+        let elapsed = started.elapsed();
+        let status = response.status().as_u16();
+        let not_modified = usize::from(status == 304);
+        self.requests[usize::from(head) * 2 + not_modified].increment(1);
+        self.durations[usize::from(head)].record(elapsed.as_secs_f64());
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        observe::log_request(&id, if head { "HEAD" } else { "GET" }, paths::THUMB, status, elapsed);
+        Ok(response)
+    }
+
+    // The request's parts, not the request: its body is not `Sync`, and this
+    // future must be `Send`.
+    async fn lookup(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<Response> {
+        let (profile, image_id) = thumb_path(uri.path())?;
+        let q = Query::parse(uri.query().unwrap_or(""))?;
+        let ask = ThumbAsk {
+            profile: &profile,
+            image_id: &image_id,
+            shard: q.shard.as_deref(),
+            params: ThumbParams {
+                width: q.width.as_deref(),
+                height: q.height.as_deref(),
+                fit: q.fit.as_deref(),
+                gravity: q.gravity.as_deref(),
+                format: q.format.as_deref(),
+                quality: q.quality.as_deref(),
+                accept: headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
+            },
+            path: uri.path(),
+            query: uri.query(),
+        };
+        let (asset, variant_req) = ask.resolve(&self.state).ok()?;
+        let variant = self.state.thumbs.cached(&asset, &variant_req).await?;
+        Some(answer(&self.state, &asset, &variant_req, &variant, method == Method::HEAD, headers))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_read_as_the_router_reads_them() {
+        let (p, id) = thumb_path("/thumb/photo/a%20b.jpg").unwrap();
+        assert_eq!((&*p, &*id), ("photo", "a b.jpg"));
+        for other in ["/thumb/photo", "/thumb//x", "/thumb/photo/", "/thumb/photo/a/b", "/thumb/p/%ff", "/thumbs/p/x"] {
+            assert!(thumb_path(other).is_none(), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_repeated_parameter_goes_to_the_router() {
+        let q = Query::parse("width=256&format=webp&x=1&sig=abc").unwrap();
+        assert_eq!(q.width.as_deref(), Some("256"));
+        assert_eq!(q.sig.as_deref(), Some("abc"));
+        assert!(Query::parse("width=256&width=512").is_none());
+        assert_eq!(Query::parse("quality=8%30").unwrap().quality.as_deref(), Some("80"));
+        assert_eq!(Query::parse("").unwrap().width, None);
+    }
+}
