@@ -1,6 +1,11 @@
 //! The `mediaflow` command: the server and its tools.
 
 use anyhow::Context;
+
+/// mimalloc instead of glibc's malloc: a hit allocates a few dozen small
+/// objects, and glibc's malloc/free was 16 % of the CPU serving hits (bench/README.md, "Hits").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 use mediaflow::client::{AbortOptions, DeleteOptions, DownloadOptions, Multipart, ProgressMode, Retry, UploadOptions};
 use mediaflow::config::{Config, LogFormat, Profiles, Settings};

@@ -94,6 +94,25 @@ fn memory() -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// How often the recorder's histogram samples are folded in without a scrape.
+pub const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds the recorded histogram samples into their buckets every
+/// [`UPKEEP_EVERY`] until shutdown. The recorder keeps every sample until
+/// then, and without it only a scrape of `/metrics` did: an instance nobody
+/// scraped grew by ~20 bytes a request (12 MB per 600 000 hits, measured),
+/// without bound.
+pub fn spawn_upkeep(lifecycle: &crate::shutdown::Lifecycle) {
+    let handle = handle();
+    lifecycle.spawn_daemon(async move {
+        let mut ticks = tokio::time::interval(UPKEEP_EVERY);
+        loop {
+            ticks.tick().await;
+            handle.run_upkeep();
+        }
+    });
+}
+
 /// The Prometheus text exposition, with point-in-time gauges refreshed.
 pub fn render(cache: (u64, u64), queue_depth: usize) -> String {
     let handle = handle();

@@ -16,7 +16,13 @@ use crate::shutdown::Lifecycle;
 
 /// Serves `app` on `listener` until `lifecycle` shuts down, then waits up to
 /// `drain` for open requests to finish. Returns whether they all did.
-pub async fn serve(listener: TcpListener, app: crate::http::App, lifecycle: Lifecycle, idle: Duration, drain: Duration) -> bool {
+pub async fn serve(
+    listener: TcpListener,
+    app: crate::http::App,
+    lifecycle: Lifecycle,
+    idle: Duration,
+    drain: Duration,
+) -> bool {
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     // half_close: a client may shut its write side once the body is sent (curl

@@ -153,6 +153,7 @@ pub async fn build_state_wrapped(config: Config, wrap: impl FnOnce(DynStore) -> 
         spawn_fs_sweeper(&state.lifecycle, fs);
     }
     state.videos.start_worker(&state.lifecycle);
+    crate::metrics::spawn_upkeep(&state.lifecycle);
     Ok(state)
 }
 

@@ -22,6 +22,7 @@ use std::time::Instant;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::Response;
+use bytes::Bytes;
 use percent_encoding::percent_decode_str;
 use tower::{Layer, Service};
 use tower_http::cors::{Cors, CorsLayer};
@@ -113,12 +114,8 @@ impl Hits {
     pub fn new(state: AppState, cors: CorsLayer) -> Self {
         crate::metrics::handle();
         let route = paths::THUMB;
-        let counter = |method: &'static str, status: &'static str| {
-            metrics::counter!("mediaflow_http_requests_total", "method" => method, "route" => route, "status" => status)
-        };
-        let histogram = |method: &'static str| {
-            metrics::histogram!("mediaflow_http_request_duration_seconds", "method" => method, "route" => route)
-        };
+        let counter = |method: &'static str, status: &'static str| metrics::counter!("mediaflow_http_requests_total", "method" => method, "route" => route, "status" => status);
+        let histogram = |method: &'static str| metrics::histogram!("mediaflow_http_request_duration_seconds", "method" => method, "route" => route);
         Self {
             state,
             cors: cors.layer(tower::service_fn(pass_answer as PassAnswer)),
@@ -149,9 +146,10 @@ impl Hits {
         let started = Instant::now();
         let Some(mut response) = self.lookup(req.method(), req.uri(), req.headers()).await else { return Err(req) };
         let head = req.method() == Method::HEAD;
-        let id = observe::request_id(&req);
-        if let Ok(v) = HeaderValue::from_str(&id) {
-            response.headers_mut().insert(observe::REQUEST_ID, v);
+        // Moved into the header, not copied: the log event reads it back.
+        let id = HeaderValue::from_maybe_shared(Bytes::from(observe::request_id(&req)));
+        if let Ok(v) = &id {
+            response.headers_mut().insert(observe::REQUEST_ID, v.clone());
         }
         let (parts, _) = req.into_parts();
         let mut cors = self.cors.clone();
@@ -162,7 +160,8 @@ impl Hits {
         self.requests[usize::from(head) * 2 + not_modified].increment(1);
         self.durations[usize::from(head)].record(elapsed.as_secs_f64());
         self.answered.fetch_add(1, Ordering::Relaxed);
-        observe::log_request(&id, if head { "HEAD" } else { "GET" }, paths::THUMB, status, elapsed);
+        let id = id.as_ref().ok().and_then(|v| v.to_str().ok()).unwrap_or_default();
+        observe::log_request(id, if head { "HEAD" } else { "GET" }, paths::THUMB, status, elapsed);
         Ok(response)
     }
 

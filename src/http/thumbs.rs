@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -18,7 +18,7 @@ use super::extract::{ApiPath, ApiQuery};
 use super::media::{Condition, MediaHeaders, evaluate};
 use crate::assets::AssetKey;
 use crate::state::AppState;
-use crate::thumbs::{FormatChoice, ThumbParams, Variant, VariantRequest, resolve_variant};
+use crate::thumbs::{FormatChoice, Prepared, ThumbParams, Variant, VariantRequest, resolve_variant};
 
 /// Query of thumbnail URLs.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -130,7 +130,8 @@ impl ThumbAsk<'_> {
 }
 
 /// The answer with `variant`: 304 when the request's validators match,
-/// else 200 (without the body for HEAD).
+/// else 200 (without the body for HEAD). The 200's headers are rendered
+/// once per variant and kept with it ([`crate::thumbs::Prepared`]).
 pub(super) fn answer(
     state: &AppState,
     asset: &AssetKey,
@@ -139,20 +140,33 @@ pub(super) fn answer(
     head: bool,
     headers: &HeaderMap,
 ) -> Response {
-    let media = MediaHeaders {
+    let max_age = asset.max_age(state.config.cache.max_age);
+    let vary = (req.choice == FormatChoice::Auto).then_some("Accept");
+    let media = || MediaHeaders {
         filename: Some(format!("{}_{}.{}", asset.key_base(), req.size.name(), req.format.extension())),
         content_type: variant.content_type.to_owned(),
         etag: variant.etag.clone(),
         last_modified: Some(variant.last_modified),
-        max_age: asset.max_age(state.config.cache.max_age),
+        max_age,
         ranges: false,
-        vary: (req.choice == FormatChoice::Auto).then_some("Accept"),
+        vary,
     };
     if evaluate(headers, &variant.etag, variant.last_modified) == Condition::NotModified {
-        return media.not_modified();
+        return media().not_modified();
     }
-    let body = (!head).then(|| Body::from(variant.bytes.clone()));
-    media.respond(variant.bytes.len() as u64, None, body)
+    let body = if head { Body::empty() } else { Body::from(variant.bytes.clone()) };
+    let render = || {
+        let mut media = media();
+        media.vary = None;
+        media.respond(variant.bytes.len() as u64, None, None).into_parts().0.headers
+    };
+    let prepared = variant.prepared.get_or_init(|| Prepared { max_age, headers: render() });
+    let mut response = Response::new(body);
+    *response.headers_mut() = if prepared.max_age == max_age { prepared.headers.clone() } else { render() };
+    if let Some(vary) = vary {
+        response.headers_mut().insert(header::VARY, HeaderValue::from_static(vary));
+    }
+    response
 }
 
 /// Reads the image, mapping a limit overflow to 413.

@@ -19,7 +19,7 @@ pub mod signature;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -81,12 +81,26 @@ pub struct Variant {
     pub content_type: &'static str,
     /// When it was made or stored.
     pub last_modified: SystemTime,
+    /// The answer's headers, which the HTTP layer renders on the first hit
+    /// and reuses while the variant stays in memory: a hit then costs a
+    /// copy of them, not their formatting. Shared by every clone.
+    pub prepared: Arc<OnceLock<Prepared>>,
+}
+
+/// The answer headers of one variant (see [`Variant::prepared`]).
+#[derive(Debug)]
+pub struct Prepared {
+    /// The Cache-Control max-age they were made with (profiles sharing a
+    /// thumbnail folder may differ in it).
+    pub max_age: u64,
+    /// The headers of a 200.
+    pub headers: axum::http::HeaderMap,
 }
 
 impl Variant {
     fn new(bytes: Bytes, format: OutputFormat, last_modified: SystemTime) -> Self {
         let etag = format!("\"{}\"", hex::encode(Md5::digest(&bytes)));
-        Self { bytes, etag, content_type: format.mime(), last_modified }
+        Self { bytes, etag, content_type: format.mime(), last_modified, prepared: Arc::default() }
     }
 }
 

@@ -570,9 +570,12 @@ async fn a_hit_answers_as_the_router_does() {
     }
     let fast = mediaflow::app(app.state.clone());
     let slow = mediaflow::http::router(app.state.clone());
-    let first = fast.clone().oneshot(axum::http::Request::get(format!("/thumb/avatar/{id}?width=128")).body(Body::empty()).unwrap());
+    let first = fast
+        .clone()
+        .oneshot(axum::http::Request::get(format!("/thumb/avatar/{id}?width=128")).body(Body::empty()).unwrap());
     let etag = first.await.unwrap().headers()["etag"].to_str().unwrap().to_owned();
-    let cases: Vec<(&str, String, Vec<(&str, &str)>)> = vec![
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case> = vec![
         ("GET", format!("/thumb/avatar/{id}?width=128"), vec![]),
         ("HEAD", format!("/thumb/avatar/{id}?width=128"), vec![]),
         ("GET", format!("/thumb/avatar/{id}?width=128"), vec![("origin", "https://app.example")]),
