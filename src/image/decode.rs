@@ -7,9 +7,10 @@
 //! of the IDCT and colour-conversion work. PNG (png crate, 16-bit sources
 //! stripped to 8 bits) and GIF (gif crate, first frame placed on its canvas)
 //! are decoded row by row into the pre-shrink, so their full-size image is
-//! never held. WebP, BMP and the JPEGs mozjpeg cannot turn into RGB
-//! (CMYK/YCCK, 12-bit) go through the `image` crate's decoders whole and are
-//! shrunk after.
+//! never held. A still WebP goes through libwebp, whose rescaler makes the
+//! pre-shrink while it decodes. Animated WebP's first frame, BMP and the
+//! JPEGs mozjpeg cannot turn into RGB (CMYK/YCCK, 12-bit) go through the
+//! `image` crate's decoders whole and are shrunk after.
 //!
 //! Every path checks the [`Cancel`] flag as it goes: per chunk of rows, and
 //! for libjpeg per 64 KiB of input it reads (progressive files are decoded
@@ -63,8 +64,18 @@ pub(crate) fn decode(bytes: &[u8], plan: &Plan, cancel: &Cancel) -> Result<Decod
         },
         SourceFormat::Png => decode_png(bytes, info, &plan.geometry, cancel),
         SourceFormat::Gif => decode_gif(bytes, info, &plan.geometry, cancel),
+        SourceFormat::Webp if info.frames <= 1 => decode_webp(bytes, &plan.geometry, cancel),
         _ => decode_with_image(bytes, info, &plan.geometry, cancel),
     }
+}
+
+/// A still WebP through libwebp, shrunk by its rescaler as it decodes to
+/// the size the plan's box shrink gives (see [`super::webp::decode_still`]).
+fn decode_webp(bytes: &[u8], g: &Geometry, cancel: &Cancel) -> Result<Decoded, ImageError> {
+    let (width, height) = g.shrunk;
+    let data = super::webp::decode_still(bytes, (width, height), g.channels, cancel)?;
+    let bitmap = Bitmap { width, height, channels: g.channels, data };
+    Ok(Decoded { bitmap, icc: super::webp::icc_profile(bytes) })
 }
 
 /// Whether a JPEG's end-of-image marker (`FF D9`) is among its last bytes.

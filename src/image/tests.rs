@@ -648,6 +648,80 @@ fn webp_sources_decode() {
     assert_eq!(out.get_pixel(15, 2).0, [0, 200, 0, 255]);
 }
 
+/// A lossy WebP of `img` in an extended (VP8X) container carrying `icc`.
+fn webp_with_icc(img: &RgbImage, icc: &[u8]) -> Vec<u8> {
+    let simple = webp::encode_lossy(img.as_raw(), img.width(), img.height(), 3, 95).unwrap();
+    assert_eq!(&simple[12..16], b"VP8 ");
+    let vp8 = &simple[12..];
+    let mut vp8x = vec![0x20, 0, 0, 0]; // the ICC flag
+    vp8x.extend_from_slice(&(img.width() - 1).to_le_bytes()[..3]);
+    vp8x.extend_from_slice(&(img.height() - 1).to_le_bytes()[..3]);
+    let mut body = b"WEBP".to_vec();
+    for (kind, payload) in [(b"VP8X", vp8x.as_slice()), (b"ICCP", icc)] {
+        body.extend_from_slice(kind);
+        body.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        body.extend_from_slice(payload);
+        if payload.len() % 2 == 1 {
+            body.push(0);
+        }
+    }
+    body.extend_from_slice(vp8);
+    let mut file = b"RIFF".to_vec();
+    file.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    file.extend_from_slice(&body);
+    file
+}
+
+#[test]
+fn large_webp_is_shrunk_by_libwebp_as_it_decodes() {
+    // 1600x1200 into 100 px: the plan box-shrinks by 8 before Lanczos, which
+    // libwebp's rescaler now does while decoding; the result must match
+    // image-webp's full decode shrunk and resized by the same pipeline.
+    let img = marked_rgb(1600, 1200);
+    let src = webp::encode_lossy(img.as_raw(), 1600, 1200, 3, 90).unwrap();
+    let plan = plan(&src, &ThumbSpec::of_width(100, OutputFormat::Png, 90), &Limits::default()).unwrap();
+    assert!(plan.geometry.shrink.0 > 1, "{:?}", plan.geometry);
+    let out = decode_output(&thumb(&src, 100, OutputFormat::Png));
+    assert_eq!(out.dimensions(), (100, 75));
+    assert_eq!(corner_of(&out, RED), "TL");
+    let reference = image::load_from_memory_with_format(&src, image::ImageFormat::WebP).unwrap().into_rgb8();
+    let reference = DynamicImage::ImageRgb8(reference).resize_exact(100, 75, image::imageops::FilterType::Lanczos3);
+    let (a, b) = (out.to_rgb8(), reference.to_rgb8());
+    let diff: u64 = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| u64::from(x.abs_diff(*y))).sum();
+    let mean = diff as f64 / a.as_raw().len() as f64;
+    assert!(mean < 3.0, "mean difference {mean:.2} levels against a full decode");
+}
+
+#[test]
+fn webp_icc_profile_is_applied() {
+    let p3 = moxcms::ColorProfile::new_display_p3();
+    let colour = [40u8, 180, 90];
+    let img = RgbImage::from_pixel(64, 64, Rgb(colour));
+    let icc = p3.encode().unwrap();
+    let src = webp_with_icc(&img, &icc);
+    assert_eq!(webp::icc_profile(&src).as_deref(), Some(icc.as_slice()));
+    let want = to_srgb(&p3, colour);
+    let out = decode_output(&thumb(&src, 32, OutputFormat::Png));
+    assert!(close(rgb_at(&out, 16, 16), want, 5), "{:?} vs {want:?}", rgb_at(&out, 16, 16));
+    // A simple (VP8) file has no profile; a chunk running past the end is none.
+    assert_eq!(webp::icc_profile(&webp::encode_lossy(img.as_raw(), 64, 64, 3, 90).unwrap()), None);
+    let cut = &src[..40];
+    assert_eq!(webp::icc_profile(cut), None);
+}
+
+#[test]
+fn webp_decode_stops_when_cancelled() {
+    let img = noisy_rgb(600, 400);
+    let src = webp::encode_lossy(img.as_raw(), 600, 400, 3, 90).unwrap();
+    let cancel = Cancel::new();
+    assert_eq!(webp::decode_still(&src, (600, 400), 3, &cancel).unwrap().len(), 600 * 400 * 3);
+    cancel.cancel();
+    assert!(matches!(webp::decode_still(&src, (600, 400), 3, &cancel), Err(ImageError::Cancelled)));
+    // Nonsense sizes are refused, not passed to libwebp.
+    assert!(webp::decode_still(&src, (0, 400), 3, &Cancel::new()).is_err());
+    assert!(webp::decode_still(&src, (600, 400), 2, &Cancel::new()).is_err());
+}
+
 #[test]
 fn bmp_source_decodes() {
     let mut bmp = Vec::new();
