@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use axum::response::Response;
 use bytes::Bytes;
 use percent_encoding::percent_decode_str;
@@ -29,9 +29,8 @@ use tower_http::cors::{Cors, CorsLayer};
 
 use super::observe;
 use super::paths;
-use super::thumbs::{ThumbAsk, answer};
+use super::thumbs::{ThumbAsk, ThumbQuery, answer};
 use crate::state::AppState;
-use crate::thumbs::ThumbParams;
 
 type PassAnswer = fn(axum::http::Request<Response>) -> Ready<Result<Response, Infallible>>;
 
@@ -60,43 +59,28 @@ impl std::fmt::Debug for Hits {
     }
 }
 
-/// The query parameters of a thumbnail URL, as the handler's `ThumbQuery`
-/// reads them.
-#[derive(Debug, Default)]
-struct Query<'a> {
-    width: Option<Cow<'a, str>>,
-    height: Option<Cow<'a, str>>,
-    fit: Option<Cow<'a, str>>,
-    gravity: Option<Cow<'a, str>>,
-    format: Option<Cow<'a, str>>,
-    quality: Option<Cow<'a, str>>,
-    shard: Option<Cow<'a, str>>,
-    sig: Option<Cow<'a, str>>,
-}
-
-impl<'a> Query<'a> {
-    /// `None` for a query the handler would refuse (a repeated parameter):
-    /// the router answers that one.
-    fn parse(query: &'a str) -> Option<Self> {
-        let mut q = Self::default();
-        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-            let slot = match &*name {
-                "width" => &mut q.width,
-                "height" => &mut q.height,
-                "fit" => &mut q.fit,
-                "gravity" => &mut q.gravity,
-                "format" => &mut q.format,
-                "quality" => &mut q.quality,
-                "shard" => &mut q.shard,
-                "sig" => &mut q.sig,
-                _ => continue,
-            };
-            if slot.replace(value).is_some() {
-                return None;
-            }
+/// The query of a thumbnail URL read as the handler's `ThumbQuery`
+/// extractor reads it; `None` for one it would refuse (a repeated
+/// parameter): the router answers that one.
+fn parse_query(query: &str) -> Option<ThumbQuery> {
+    let mut q = ThumbQuery::default();
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        let slot = match &*name {
+            "width" => &mut q.width,
+            "height" => &mut q.height,
+            "fit" => &mut q.fit,
+            "gravity" => &mut q.gravity,
+            "format" => &mut q.format,
+            "quality" => &mut q.quality,
+            "shard" => &mut q.shard,
+            "sig" => &mut q.sig,
+            _ => continue,
+        };
+        if slot.replace(value.into_owned()).is_some() {
+            return None;
         }
-        Some(q)
     }
+    Some(q)
 }
 
 /// `{profile}` and `{image_id}` of `/thumb/{profile}/{image_id}`,
@@ -169,23 +153,8 @@ impl Hits {
     // future must be `Send`.
     async fn lookup(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<Response> {
         let (profile, image_id) = thumb_path(uri.path())?;
-        let q = Query::parse(uri.query().unwrap_or(""))?;
-        let ask = ThumbAsk {
-            profile: &profile,
-            image_id: &image_id,
-            shard: q.shard.as_deref(),
-            params: ThumbParams {
-                width: q.width.as_deref(),
-                height: q.height.as_deref(),
-                fit: q.fit.as_deref(),
-                gravity: q.gravity.as_deref(),
-                format: q.format.as_deref(),
-                quality: q.quality.as_deref(),
-                accept: headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
-            },
-            path: uri.path(),
-            query: uri.query(),
-        };
+        let q = parse_query(uri.query().unwrap_or(""))?;
+        let ask = ThumbAsk::new(&profile, &image_id, &q, uri, headers);
         let (asset, variant_req) = ask.resolve(&self.state).ok()?;
         let variant = self.state.thumbs.cached(&asset, &variant_req).await?;
         Some(answer(&self.state, &asset, &variant_req, &variant, method == Method::HEAD, headers))
@@ -207,11 +176,11 @@ mod tests {
 
     #[test]
     fn a_repeated_parameter_goes_to_the_router() {
-        let q = Query::parse("width=256&format=webp&x=1&sig=abc").unwrap();
+        let q = parse_query("width=256&format=webp&x=1&sig=abc").unwrap();
         assert_eq!(q.width.as_deref(), Some("256"));
         assert_eq!(q.sig.as_deref(), Some("abc"));
-        assert!(Query::parse("width=256&width=512").is_none());
-        assert_eq!(Query::parse("quality=8%30").unwrap().quality.as_deref(), Some("80"));
-        assert_eq!(Query::parse("").unwrap().width, None);
+        assert!(parse_query("width=256&width=512").is_none());
+        assert_eq!(parse_query("quality=8%30").unwrap().quality.as_deref(), Some("80"));
+        assert_eq!(parse_query("").unwrap().width, None);
     }
 }

@@ -18,7 +18,7 @@ use super::extract::{ApiPath, ApiQuery};
 use super::media::{Condition, MediaHeaders, evaluate};
 use crate::assets::AssetKey;
 use crate::state::AppState;
-use crate::thumbs::{FormatChoice, Prepared, ThumbParams, Variant, VariantRequest, resolve_variant};
+use crate::thumbs::{FormatChoice, ThumbParams, Variant, VariantRequest, resolve_variant};
 
 /// Query of thumbnail URLs.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -74,22 +74,7 @@ pub async fn get_thumb(
     ApiQuery(q): ApiQuery<ThumbQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let ask = ThumbAsk {
-        profile: &profile,
-        image_id: &image_id,
-        shard: q.shard.as_deref(),
-        params: ThumbParams {
-            width: q.width.as_deref(),
-            height: q.height.as_deref(),
-            fit: q.fit.as_deref(),
-            gravity: q.gravity.as_deref(),
-            format: q.format.as_deref(),
-            quality: q.quality.as_deref(),
-            accept: headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
-        },
-        path: uri.path(),
-        query: uri.query(),
-    };
+    let ask = ThumbAsk::new(&profile, &image_id, &q, &uri, &headers);
     let (asset, req) = ask.resolve(&state)?;
     let variant = state.thumbs.get(&asset, &req).await?;
     Ok(answer(&state, &asset, &req, &variant, method == Method::HEAD, &headers))
@@ -114,7 +99,34 @@ pub(super) struct ThumbAsk<'a> {
     pub query: Option<&'a str>,
 }
 
-impl ThumbAsk<'_> {
+impl<'a> ThumbAsk<'a> {
+    /// What `profile`/`image_id` with query `q` asks for, with `uri` and
+    /// `headers` the request's.
+    pub(super) fn new(
+        profile: &'a str,
+        image_id: &'a str,
+        q: &'a ThumbQuery,
+        uri: &'a Uri,
+        headers: &'a HeaderMap,
+    ) -> Self {
+        Self {
+            profile,
+            image_id,
+            shard: q.shard.as_deref(),
+            params: ThumbParams {
+                width: q.width.as_deref(),
+                height: q.height.as_deref(),
+                fit: q.fit.as_deref(),
+                gravity: q.gravity.as_deref(),
+                format: q.format.as_deref(),
+                quality: q.quality.as_deref(),
+                accept: headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
+            },
+            path: uri.path(),
+            query: uri.query(),
+        }
+    }
+
     /// The asset and variant asked for, checked against the profile and,
     /// where one is needed, the URL's signature.
     pub(super) fn resolve(&self, state: &AppState) -> ApiResult<(AssetKey, VariantRequest)> {
@@ -129,9 +141,17 @@ impl ThumbAsk<'_> {
     }
 }
 
+/// The headers of a variant's 200, kept with it ([`Variant::prepared`]).
+struct Prepared {
+    /// The Cache-Control max-age they were made with (profiles sharing a
+    /// thumbnail folder may differ in it).
+    max_age: u64,
+    headers: HeaderMap,
+}
+
 /// The answer with `variant`: 304 when the request's validators match,
 /// else 200 (without the body for HEAD). The 200's headers are rendered
-/// once per variant and kept with it ([`crate::thumbs::Prepared`]).
+/// once per variant and kept with it ([`Prepared`]).
 pub(super) fn answer(
     state: &AppState,
     asset: &AssetKey,
@@ -160,9 +180,12 @@ pub(super) fn answer(
         media.vary = None;
         media.respond(variant.bytes.len() as u64, None, None).into_parts().0.headers
     };
-    let prepared = variant.prepared.get_or_init(|| Prepared { max_age, headers: render() });
+    let kept = variant.prepared.get_or_init(|| Box::new(Prepared { max_age, headers: render() }));
     let mut response = Response::new(body);
-    *response.headers_mut() = if prepared.max_age == max_age { prepared.headers.clone() } else { render() };
+    *response.headers_mut() = match kept.downcast_ref::<Prepared>() {
+        Some(prepared) if prepared.max_age == max_age => prepared.headers.clone(),
+        _ => render(),
+    };
     if let Some(vary) = vary {
         response.headers_mut().insert(header::VARY, HeaderValue::from_static(vary));
     }

@@ -81,20 +81,11 @@ pub struct Variant {
     pub content_type: &'static str,
     /// When it was made or stored.
     pub last_modified: SystemTime,
-    /// The answer's headers, which the HTTP layer renders on the first hit
-    /// and reuses while the variant stays in memory: a hit then costs a
-    /// copy of them, not their formatting. Shared by every clone.
-    pub prepared: Arc<OnceLock<Prepared>>,
-}
-
-/// The answer headers of one variant (see [`Variant::prepared`]).
-#[derive(Debug)]
-pub struct Prepared {
-    /// The Cache-Control max-age they were made with (profiles sharing a
-    /// thumbnail folder may differ in it).
-    pub max_age: u64,
-    /// The headers of a 200.
-    pub headers: axum::http::HeaderMap,
+    /// A slot the HTTP layer fills with the answer's headers on the first
+    /// hit and reuses while the variant stays in memory, so a hit costs a
+    /// copy of them, not their formatting. Shared by every clone; opaque
+    /// here, where nothing knows HTTP.
+    pub prepared: Arc<OnceLock<Box<dyn std::any::Any + Send + Sync>>>,
 }
 
 impl Variant {
