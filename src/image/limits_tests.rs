@@ -502,3 +502,23 @@ fn sixteen_bit_png_is_thumbnailed_from_rows_at_eight_bits() {
     assert_eq!(out.get_pixel(20, 50).0, [255, 0, 0, 255]);
     assert_eq!(out.get_pixel(130, 50).0[3], 0);
 }
+
+#[test]
+fn a_tiny_lossless_webp_that_decodes_large_is_priced_whole_and_decodes_small() {
+    // 3000x3000 of one colour, lossless: a few hundred bytes that libwebp
+    // decodes into a full-size ARGB buffer (4 bytes a pixel) before its
+    // rescaler shrinks it; the plan must price at least that, so the render
+    // budget refuses it where it cannot afford it.
+    let img = RgbaImage::from_pixel(3000, 3000, Rgba([30, 140, 200, 255]));
+    let mut bomb = Vec::new();
+    image::codecs::webp::WebPEncoder::new_lossless(&mut bomb)
+        .encode(img.as_raw(), 3000, 3000, image::ExtendedColorType::Rgba8)
+        .unwrap();
+    assert!(bomb.len() < 16 << 10, "{} bytes", bomb.len());
+    let p = plan_for(&bomb, 256, OutputFormat::Png);
+    assert!(p.memory.decode >= 3000 * 3000 * 4, "{:?}", p.memory);
+    let out = thumbnail(&bomb, &spec(256, OutputFormat::Png), &Limits::default()).unwrap();
+    assert_eq!((out.width, out.height), (256, 256));
+    let px = image::load_from_memory(&out.bytes).unwrap().to_rgba8();
+    assert!(px.pixels().all(|p| p.0[0].abs_diff(30) <= 2 && p.0[2].abs_diff(200) <= 2));
+}
