@@ -124,8 +124,8 @@ impl Hits {
             && req.body().is_end_stream()
     }
 
-    /// The answer to `req` if it asks for a variant in memory; `None` sends
-    /// it down the router.
+    /// The answer to `req` if it asks for a variant in memory; otherwise
+    /// `req` back, for the router.
     pub async fn answer(&self, req: Request) -> Result<Response, Request> {
         let started = Instant::now();
         let Some(mut response) = self.lookup(req.method(), req.uri(), req.headers()).await else { return Err(req) };

@@ -359,9 +359,13 @@ impl Thumbs {
     /// path answers it before the router (`http::hits`); a miss goes the long
     /// way, through [`Self::get`], and counts there.
     pub async fn cached(&self, asset: &AssetKey, req: &VariantRequest) -> Option<Variant> {
-        let cache = self.cache.as_ref()?;
         let key = asset.variant_key(&req.key).ok()?;
-        let hit = cache.get(key.as_str()).await?;
+        self.in_memory(&key).await
+    }
+
+    /// The memory cache's entry for `key`, counted as a hit when found.
+    async fn in_memory(&self, key: &ObjectKey) -> Option<Variant> {
+        let hit = self.cache.as_ref()?.get(key.as_str()).await?;
         self.cache_hits.increment(1);
         Some(hit)
     }
@@ -369,11 +373,10 @@ impl Thumbs {
     /// The variant for `req`: from memory, the store, or made now.
     pub async fn get(self: &Arc<Self>, asset: &AssetKey, req: &VariantRequest) -> Result<Variant, ThumbError> {
         let key = asset.variant_key(&req.key).map_err(|e| ThumbError::Internal(e.to_string()))?;
-        if let Some(cache) = &self.cache {
-            if let Some(hit) = cache.get(key.as_str()).await {
-                self.cache_hits.increment(1);
-                return Ok(hit);
-            }
+        if let Some(hit) = self.in_memory(&key).await {
+            return Ok(hit);
+        }
+        if self.cache.is_some() {
             metrics::counter!("mediaflow_cache_requests_total", "result" => "miss").increment(1);
         }
         match self.store.get(&key, None).await {
