@@ -26,12 +26,26 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
+declare -A PID
+# CPU time (user + system, in clock ticks) of a server: the process and, for
+# nginx, its workers. Throughput on 2 shared cores moves by ±15 % from run
+# to run with whatever else runs; CPU per request moves far less, so both
+# are reported.
+cpu_ticks() {
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" || true); do
+    [ -r "/proc/$p/stat" ] || continue
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$total"
+}
 start_mf() { # name binary port env
   local log="$WORK/logs/hit-ab-$1.log"
   # shellcheck disable=SC2086
   env DATA_DIR="$WORK/mediaflow-data" PORT="$3" BIND_ADDR=127.0.0.1 STORAGE_CONFIG_PATH="$ROOT/bench/profiles.yaml" \
     LOG_FORMAT=json RUST_LOG=warn $4 "$2" >"$log" 2>&1 &
   PIDS+=($!)
+  PID[$1]=$!
   for _ in $(seq 300); do curl -fs "http://127.0.0.1:$3/health" >/dev/null && return 0; sleep 0.1; done
   echo "$1 did not start; see $log" >&2; exit 1
 }
@@ -39,6 +53,7 @@ NG="$WORK/nginx"
 sed -E "s/listen 127.0.0.1:[0-9]+;/listen 127.0.0.1:${PORTS[2]};/" "$NG/nginx.conf" >"$NG/hit-ab.conf"
 nginx -p "$NG" -c "$NG/hit-ab.conf" -g "daemon off; user root;" 2>"$WORK/logs/hit-ab-nginx.log" &
 PIDS+=($!)
+PID[nginx]=$!
 start_mf a "$A_BIN" "${PORTS[0]}" "${A_ENV:-}"
 NAMES=(a nginx)
 declare -A URL=([a]="http://127.0.0.1:${PORTS[0]}" [nginx]="http://127.0.0.1:${PORTS[2]}")
@@ -60,24 +75,35 @@ for n in "${NAMES[@]}"; do
   done
 done
 
-declare -A RES
+declare -A RES CPU
+TICK=$(getconf CLK_TCK)
 for r in $(seq "$ROUNDS"); do
   order=("${NAMES[@]}")
   [ $((r % 2)) -eq 0 ] && order=($(printf '%s\n' "${NAMES[@]}" | tac))
   for n in "${order[@]}"; do
+    t0=$(cpu_ticks "${PID[$n]}")
     out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$ROOT/bench/lib/paths.lua" "${URL[$n]}" -- "${LIST[$n]}" 1 | grep '^RESULT ')
     rps=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1][7:]); e=sum(r[k] for k in ("status_errors","connect_errors","read_errors","write_errors","timeouts")); print("%.0f %d" % (r["requests"]/(r["duration_us"]/1e6), e))' "$out")
-    echo "round $r  $n  ${rps% *} req/s  errors ${rps#* }"
+    t1=$(cpu_ticks "${PID[$n]}")
+    us=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1][7:]); print("%.1f" % ((int(sys.argv[2]) - int(sys.argv[3])) / int(sys.argv[4]) * 1e6 / r["requests"]))' "$out" "$t1" "$t0" "$TICK")
+    echo "round $r  $n  ${rps% *} req/s  errors ${rps#* }  server CPU ${us} µs/request"
     RES[$n]+="${rps% *} "
+    CPU[$n]+="$us "
   done
 done
-python3 - "${RES[a]}" "${RES[nginx]}" "${RES[b]:-}" <<'EOF'
+python3 - "${RES[a]}" "${RES[nginx]}" "${RES[b]:-}" "${CPU[a]}" "${CPU[nginx]}" "${CPU[b]:-}" <<'EOF'
 import statistics, sys
-a, ng, b = ([float(x) for x in s.split()] for s in sys.argv[1:4])
+a, ng, b, ca, cn, cb = ([float(x) for x in s.split()] for s in sys.argv[1:7])
 ma, mn = statistics.median(a), statistics.median(ng)
 print(f"median a {ma:.0f} req/s, nginx {mn:.0f} req/s: a/nginx {ma / mn:.2f}x", end="")
 if b:
     mb = statistics.median(b)
     print(f"; b {mb:.0f} req/s: a/b {ma / mb:.2f}x, b/nginx {mb / mn:.2f}x", end="")
+print()
+ma, mn = statistics.median(ca), statistics.median(cn)
+print(f"median server CPU per request: a {ma:.1f} µs, nginx {mn:.1f} µs (nginx/a {mn / ma:.2f}x)", end="")
+if cb:
+    mb = statistics.median(cb)
+    print(f"; b {mb:.1f} µs (b/a {mb / ma:.2f}x, nginx/b {mn / mb:.2f}x)", end="")
 print()
 EOF

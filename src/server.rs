@@ -4,13 +4,10 @@
 
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tower::ServiceExt;
 
 use crate::shutdown::Lifecycle;
 
@@ -44,9 +41,8 @@ pub async fn serve(
             () = lifecycle.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = app.clone().map_request(|req: hyper::Request<Incoming>| req.map(axum::body::Body::new));
         let io = TokioIo::new(crate::http::linger::LingeringStream::new(stream));
-        let conn = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service));
+        let conn = builder.serve_connection_with_upgrades(io, app.clone());
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
             let _ = conn.await;

@@ -145,6 +145,43 @@ def tree_rss_kb(root_pid):
     return total
 
 
+def tree_cpu_s(root_pid):
+    """User + system CPU seconds of root_pid and all its live descendants."""
+    children, stats = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry))
+            stats[int(entry)] = int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            continue
+    total, todo = 0, [root_pid]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        total += stats.get(pid, 0)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU time a server (its process tree) spent during a phase. On shared
+    cores throughput moves with whatever else runs; CPU per request moves
+    less, so both are reported."""
+
+    def __init__(self, pid):
+        self.pid, self.seconds = pid, 0.0
+
+    def __enter__(self):
+        self._start = tree_cpu_s(self.pid)
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = tree_cpu_s(self.pid) - self._start
+
+
 class RssSampler:
     def __init__(self, pid, interval=0.05):
         self.pid, self.interval, self.peak = pid, interval, 0
@@ -712,25 +749,28 @@ http {{
     for rnd in range(a.rounds):
         order = cold_servers[rnd % len(cold_servers):] + cold_servers[:rnd % len(cold_servers)]
         for name in order:
-            with RssSampler(procs[name].pid) as s:
+            with RssSampler(procs[name].pid) as s, CpuMeter(procs[name].pid) as cpu:
                 r = wrk(base[name], os.path.join(paths_dir, f"cold-{name}"), 1 + (rnd + 1) * per_round,
                         a.cold_conns, a.cold_seconds, a.lua, 60)
             r["peak_rss_kb"] = s.peak
+            r["cpu_us_per_req"] = cpu.seconds * 1e6 / max(r["requests"], 1)
             results["cold"].setdefault(name, []).append(r)
             print(f"cold  {name:<11} round {rnd + 1}  {r['rps']:7.1f} req/s  p50 {r['p50_us'] / 1000:7.0f} ms  "
-                  f"p99 {r['p99_us'] / 1000:7.0f} ms  errors {r['errors']}  peak RSS {s.peak / 1024:5.0f} MB"
-                  + again(r, len(cold_srcs)), flush=True)
+                  f"p99 {r['p99_us'] / 1000:7.0f} ms  errors {r['errors']}  peak RSS {s.peak / 1024:5.0f} MB  "
+                  f"CPU {r['cpu_us_per_req'] / 1000:5.1f} ms/req" + again(r, len(cold_srcs)), flush=True)
         warm_order = [n for n in ("mediaflow", "nginx", "mediaflow-b") if n in servers and warm_paths_mf]
         if rnd % 2:
             warm_order.reverse()
         for name in warm_order:
-            with RssSampler(procs[name].pid) as s:
+            with RssSampler(procs[name].pid) as s, CpuMeter(procs[name].pid) as cpu:
                 r = wrk(base[name], os.path.join(paths_dir, f"warm-{name}"), 1, a.warm_conns, a.warm_seconds,
                         a.lua, 10)
             r["peak_rss_kb"] = s.peak
+            r["cpu_us_per_req"] = cpu.seconds * 1e6 / max(r["requests"], 1)
             results["warm"].setdefault(name, []).append(r)
             print(f"warm  {name:<11} round {rnd + 1}  {r['rps']:9.0f} req/s  p50 {r['p50_us'] / 1000:7.2f} ms  "
-                  f"p99 {r['p99_us'] / 1000:7.2f} ms  errors {r['errors']}", flush=True)
+                  f"p99 {r['p99_us'] / 1000:7.2f} ms  errors {r['errors']}  CPU {r['cpu_us_per_req']:5.1f} µs/req",
+                  flush=True)
 
     summarise(results, work)
 
@@ -790,9 +830,13 @@ def summarise(results, work):
                 per_round = [m["rps"] / p["rps"] for m, p in zip(cold["mediaflow"], cold[peer])]
                 ratios[f"cold req/s mediaflow/{peer}"] = statistics.median(per_round)
                 ratios[f"cold p99 mediaflow/{peer}"] = med(cold["mediaflow"], "p99_us") / med(cold[peer], "p99_us")
+                ratios[f"cold CPU per request {peer}/mediaflow"] = \
+                    med(cold[peer], "cpu_us_per_req") / med(cold["mediaflow"], "cpu_us_per_req")
     if "mediaflow" in warm and "nginx" in warm:
         per_round = [m["rps"] / n["rps"] for m, n in zip(warm["mediaflow"], warm["nginx"])]
         ratios["warm req/s mediaflow/nginx"] = statistics.median(per_round)
+        ratios["warm CPU per request nginx/mediaflow"] = \
+            med(warm["nginx"], "cpu_us_per_req") / med(warm["mediaflow"], "cpu_us_per_req")
     for test in ("cold", "warm"):
         if "mediaflow" in results[test] and "mediaflow-b" in results[test]:
             per_round = [b["rps"] / m["rps"] for m, b in zip(results[test]["mediaflow"], results[test]["mediaflow-b"])]

@@ -6,45 +6,92 @@
 //! timeout's timer, the extractors) costs as much as the answer itself
 //! (bench/README.md, "Hits"). So the hit path reads the URL itself, asks the
 //! memory cache only, and answers with the same headers the router would
-//! give: the handler's ([`super::thumbs::answer`]), the CORS layer's (the
-//! same `tower_http` layer, run on the answer), the request id, the request
-//! metrics and the log event. Anything else (a miss, an error, a body, an
-//! unusual URL) goes down the router as before, so the long way stays the
-//! one definition of every error; `tests/api/thumbs.rs` checks that a hit
-//! and a miss answer with the same headers.
+//! give: the handler's ([`super::thumbs::answer`]), the CORS layer's, the
+//! request id, the request metrics and the log event. Anything else (a miss,
+//! an error, a body, an unusual URL) goes down the router as before, so the
+//! long way stays the one definition of every error; `tests/api/thumbs.rs`
+//! checks that a hit and a miss answer with the same headers.
+//!
+//! The CORS headers are the `tower_http` layer's own, but worked out once
+//! at start-up ([`CorsAnswers`]) rather than per request: running the layer
+//! on every hit (cloning its configuration, building its `Vary` value and a
+//! header map) cost 15 % of a hit's throughput (bench/README.md, "Round four").
 
 use std::borrow::Cow;
 use std::convert::Infallible;
-use std::future::{Ready, ready};
+use std::future::ready;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Method, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
 use axum::response::Response;
 use bytes::Bytes;
+use futures::FutureExt;
 use percent_encoding::percent_decode_str;
 use tower::{Layer, Service};
-use tower_http::cors::{Cors, CorsLayer};
+use tower_http::cors::CorsLayer;
 
 use super::observe;
 use super::paths;
 use super::thumbs::{ThumbAsk, ThumbQuery, answer};
 use crate::state::AppState;
 
-type PassAnswer = fn(axum::http::Request<Response>) -> Ready<Result<Response, Infallible>>;
+/// The headers the CORS layer adds to a thumbnail's answer, worked out at
+/// start-up by running the layer itself on a request from each origin the
+/// configuration lists and on one without an origin.
+///
+/// That is all there is to know: the layer built by [`super::cors`] allows
+/// any origin or a fixed list, without credentials or predicates, so for a
+/// GET or HEAD its headers depend on the `Origin` only, and only on whether
+/// it is listed. An origin not listed gets what no origin gets.
+#[derive(Debug)]
+struct CorsAnswers {
+    /// For no origin, or one not listed.
+    default: Vec<(HeaderName, HeaderValue)>,
+    /// For each listed origin.
+    listed: Vec<(HeaderValue, Vec<(HeaderName, HeaderValue)>)>,
+}
 
-/// The CORS layer's inner service on the hit path: the answer, already
-/// made, rides in the request's body slot.
-fn pass_answer(req: axum::http::Request<Response>) -> Ready<Result<Response, Infallible>> {
-    ready(Ok(req.into_body()))
+impl CorsAnswers {
+    fn new(layer: &CorsLayer, origins: &[String]) -> Self {
+        let run = |origin: Option<&HeaderValue>| {
+            let mut req = axum::http::Request::get("/thumb/p/i");
+            if let Some(origin) = origin {
+                req = req.header(header::ORIGIN, origin);
+            }
+            let req = req.body(()).expect("a plain GET is a valid request");
+            let pass = tower::service_fn(|_| ready(Ok::<_, Infallible>(Response::new(()))));
+            let answered = layer.layer(pass).call(req).now_or_never();
+            let Some(Ok(response)) = answered else { unreachable!("the CORS layer answers a GET at once") };
+            response.headers().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        let listed = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).map(|o| (o.clone(), run(Some(&o))));
+        Self { default: run(None), listed: listed.collect() }
+    }
+
+    /// Adds the layer's headers for `origin` to `headers`, as the layer
+    /// does: `Vary` appended, the others set.
+    fn apply(&self, origin: Option<&HeaderValue>, headers: &mut HeaderMap) {
+        let set = origin
+            .and_then(|o| self.listed.iter().find(|(listed, _)| listed == o))
+            .map_or(&self.default, |(_, set)| set);
+        headers.reserve(set.len());
+        for (name, value) in set {
+            if name == header::VARY {
+                headers.append(name, value.clone());
+            } else {
+                headers.insert(name, value.clone());
+            }
+        }
+    }
 }
 
 /// The hit path's state: the app state, the CORS layer, and the request
 /// metrics registered once.
 pub struct Hits {
     state: AppState,
-    cors: Cors<tower::util::ServiceFn<PassAnswer>>,
+    cors: CorsAnswers,
     /// `mediaflow_http_requests_total` for GET 200, GET 304, HEAD 200, HEAD 304.
     requests: [metrics::Counter; 4],
     /// `mediaflow_http_request_duration_seconds` for GET and HEAD.
@@ -94,15 +141,16 @@ fn thumb_path(path: &str) -> Option<(Cow<'_, str>, Cow<'_, str>)> {
 }
 
 impl Hits {
-    /// The hit path of the app built on `state` with `cors`.
-    pub fn new(state: AppState, cors: CorsLayer) -> Self {
+    /// The hit path of the app built on `state` with `cors`, the CORS layer
+    /// the router has.
+    pub fn new(state: AppState, cors: &CorsLayer) -> Self {
         crate::metrics::handle();
         let route = paths::THUMB;
         let counter = |method: &'static str, status: &'static str| metrics::counter!("mediaflow_http_requests_total", "method" => method, "route" => route, "status" => status);
         let histogram = |method: &'static str| metrics::histogram!("mediaflow_http_request_duration_seconds", "method" => method, "route" => route);
         Self {
+            cors: CorsAnswers::new(cors, &state.config.http.cors_origins),
             state,
-            cors: cors.layer(tower::service_fn(pass_answer as PassAnswer)),
             requests: [counter("GET", "200"), counter("GET", "304"), counter("HEAD", "200"), counter("HEAD", "304")],
             durations: [histogram("GET"), histogram("HEAD")],
             answered: AtomicU64::new(0),
@@ -135,9 +183,7 @@ impl Hits {
         if let Ok(v) = &id {
             response.headers_mut().insert(observe::REQUEST_ID, v.clone());
         }
-        let (parts, _) = req.into_parts();
-        let mut cors = self.cors.clone();
-        let Ok(response) = cors.call(axum::http::Request::from_parts(parts, response)).await;
+        self.cors.apply(req.headers().get(header::ORIGIN), response.headers_mut());
         let elapsed = started.elapsed();
         let status = response.status().as_u16();
         let not_modified = usize::from(status == 304);

@@ -94,10 +94,37 @@ pub const MAX_JSON_BODY: usize = 1024 * 1024;
 
 /// The service: the hit path ([`hits`]) in front of the router. Cheap to
 /// clone (one per connection).
+///
+/// It is both a tower service (tests drive it in process) and a hyper one
+/// (the server's): hyper calls it by reference, so a hit costs one
+/// reference count, and the router is cloned only for a request it answers.
 #[derive(Clone, Debug)]
-pub struct App {
+pub struct App(Arc<AppParts>);
+
+#[derive(Debug)]
+struct AppParts {
     router: Router,
-    hits: Arc<hits::Hits>,
+    hits: hits::Hits,
+}
+
+impl App {
+    /// Requests this app answered on the hit path.
+    pub fn hits_answered(&self) -> u64 {
+        self.0.hits.answered()
+    }
+
+    fn respond(&self, req: Request) -> BoxFuture<'static, Result<Response, Infallible>> {
+        if !hits::Hits::candidate(&req) {
+            return Box::pin(self.0.router.clone().call(req));
+        }
+        let app = Arc::clone(&self.0);
+        Box::pin(async move {
+            match app.hits.answer(req).await {
+                Ok(hit) => Ok(hit),
+                Err(req) => app.router.clone().call(req).await,
+            }
+        })
+    }
 }
 
 impl Service<Request> for App {
@@ -110,31 +137,24 @@ impl Service<Request> for App {
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        if !hits::Hits::candidate(&req) {
-            return Box::pin(self.router.call(req));
-        }
-        let hits = Arc::clone(&self.hits);
-        let mut router = self.router.clone();
-        Box::pin(async move {
-            match hits.answer(req).await {
-                Ok(hit) => Ok(hit),
-                Err(req) => router.call(req).await,
-            }
-        })
+        self.respond(req)
     }
 }
 
-impl App {
-    /// Requests this app answered on the hit path.
-    pub fn hits_answered(&self) -> u64 {
-        self.hits.answered()
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for App {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        self.respond(req.map(axum::body::Body::new))
     }
 }
 
 /// The service, ready to serve (tests drive it in process).
 pub fn app(state: AppState) -> App {
     let cors = cors(&state.config.http.cors_origins);
-    App { hits: Arc::new(hits::Hits::new(state.clone(), cors.clone())), router: routes(state, cors) }
+    App(Arc::new(AppParts { hits: hits::Hits::new(state.clone(), &cors), router: routes(state, cors) }))
 }
 
 /// The router and its middleware alone, without the hit path in front: what
@@ -185,6 +205,10 @@ fn routes(state: AppState, cors: CorsLayer) -> Router {
 /// CORS for browsers: direct uploads to the filesystem backend's URLs, the
 /// complete/abort URLs a browser holds, and media reads. Auth is by header,
 /// never by cookie, so credentials are not allowed.
+///
+/// The hit path works this layer's headers out once at start-up
+/// (`hits::CorsAnswers`), which holds while they depend on the `Origin`
+/// alone: any origin or a list, no credentials, no predicate.
 fn cors(origins: &[String]) -> CorsLayer {
     use axum::http::{HeaderName, Method, header};
     let origin = if origins.is_empty() {

@@ -560,9 +560,17 @@ async fn a_declared_oversize_body_is_refused_before_it_is_sent() {
 /// body, but for the request id and date.
 #[tokio::test]
 async fn a_hit_answers_as_the_router_does() {
+    // CORS for any origin (the default), and for a list of origins: the hit
+    // path works the CORS headers out at start-up, per listed origin.
+    hit_matches_router(spawn_secured(Backend::Fs).await, &[]).await;
+    let listed = "https://app.example";
+    let app = spawn_secured_with(Backend::Fs, |c| c.http.cors_origins = vec![listed.into()]).await;
+    hit_matches_router(app, &[listed, "https://other.example"]).await;
+}
+
+async fn hit_matches_router(app: TestApp, origins: &[&str]) {
     use axum::body::Body;
     use tower::ServiceExt;
-    let app = spawn_secured(Backend::Fs).await;
     let id = unique("h");
     put_avatar(&app, &id, images::jpeg(300, 200), "image/jpeg").await;
     for path in [format!("/thumb/avatar/{id}?width=128"), format!("/thumb/avatar/{id}?width=128&format=auto")] {
@@ -579,6 +587,8 @@ async fn a_hit_answers_as_the_router_does() {
         ("GET", format!("/thumb/avatar/{id}?width=128"), vec![]),
         ("HEAD", format!("/thumb/avatar/{id}?width=128"), vec![]),
         ("GET", format!("/thumb/avatar/{id}?width=128"), vec![("origin", "https://app.example")]),
+        ("HEAD", format!("/thumb/avatar/{id}?width=128"), vec![("origin", "https://other.example")]),
+        ("GET", format!("/thumb/avatar/{id}?width=128"), vec![("origin", "null")]),
         ("GET", format!("/thumb/avatar/{id}?width=128&format=auto"), vec![("accept", "image/webp,*/*")]),
         ("GET", format!("/thumb/avatar/{id}?width=128"), vec![("if-none-match", etag.as_str())]),
         ("HEAD", format!("/thumb/avatar/{id}?width=128&unknown=1"), vec![("if-none-match", "\"other\"")]),
@@ -612,6 +622,16 @@ async fn a_hit_answers_as_the_router_does() {
             h
         };
         assert_eq!(shown(&hit), shown(&routed), "{method} {path} {headers:?}");
+        // The CORS headers are there, and allow what the configuration does.
+        assert!(hit.headers().contains_key("vary"), "{method} {path} {headers:?}");
+        let origin = headers.iter().find(|(k, _)| *k == "origin").map(|(_, v)| *v);
+        let allowed = hit.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap());
+        let expected = match (origins.is_empty(), origin) {
+            (true, _) => Some("*"),
+            (false, Some(o)) if origins[0] == o => Some(o),
+            (false, _) => None,
+        };
+        assert_eq!(allowed, expected, "{method} {path} {headers:?}");
         assert_eq!(hit.headers()["x-request-id"].len(), 24, "a request id is made");
         let (hit_body, routed_body) = (
             axum::body::to_bytes(hit.into_body(), 1 << 20).await.unwrap(),
