@@ -504,15 +504,19 @@ fn limit_malloc_arenas() {
 /// it; its place in the C enum of the bundled mimalloc 3.x, and of 2.x).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Freed memory goes back to the system at once instead of after mimalloc's
+/// Freed memory goes back to the system after 10 ms instead of mimalloc's
 /// default 1 s: renders free multi-megabyte buffers on several threads,
-/// and with the delay the cold rounds of bench/http-load.sh peaked at
-/// 263-282 MB RSS instead of 203 MB, for no throughput (0.98-1.00x, same
-/// run). An explicit `MIMALLOC_PURGE_DELAY` wins.
+/// and with the 1 s delay the cold rounds of bench/http-load.sh peaked at
+/// 263-282 MB RSS instead of ~215 MB. Purging at once (0) cost ~4 % of cold
+/// throughput against 10 ms, in page faults on the next render's buffers
+/// (two runs, bench/README.md "Round four"), for 5-7 % less peak RSS. An
+/// explicit `MIMALLOC_PURGE_DELAY` wins.
+const PURGE_DELAY_MS: std::ffi::c_long = 10;
+
 fn tune_mimalloc() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets a tuning option; no other thread exists yet.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) }
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
     }
 }
 
