@@ -309,6 +309,48 @@ async fn a_burst_of_sizes_decodes_the_source_once(backend: Backend) {
     assert_eq!(app.state.thumbs.renders() - before, 4, "the new version is decoded");
 }
 
+/// Several sizes of one new original asked for at the same moment (a page
+/// with the same picture at several sizes, an eager client): every answer is
+/// right, none waits on another forever, and the second time nothing is
+/// decoded. Concurrent first requests at different DCT scales may each
+/// decode (bench/README.md, "Decode once"): the bound is one per size.
+async fn a_concurrent_burst_of_sizes_is_right_and_made_once(backend: Backend) {
+    let app = spawn_secured(backend).await;
+    let id = unique("cburst");
+    put(&app, format!("originals/gallery/{id}"), images::jpeg(1600, 1200), "image/jpeg").await;
+    let widths = [600u32, 592, 300, 160, 64];
+    let burst = || {
+        futures::future::join_all(widths.map(|w| {
+            let client = app.client.clone();
+            let url = app.url(&format!("/thumb/gallery/{id}?width={w}&format=png"));
+            tokio::spawn(async move {
+                let r = client.get(url).send().await.unwrap();
+                assert_eq!(r.status(), 200, "width {w}");
+                (w, decode(&r.bytes().await.unwrap()))
+            })
+        }))
+    };
+    let before = app.state.thumbs.renders();
+    // The first size marks the source as seen, so the burst may use masters.
+    assert_eq!(
+        decode(&get(&app, &format!("/thumb/gallery/{id}?width=400&format=png")).await.bytes().await.unwrap())
+            .dimensions(),
+        (400, 300)
+    );
+    for done in burst().await {
+        let (w, img) = done.unwrap();
+        assert_eq!(img.dimensions(), (w, w * 3 / 4), "width {w}");
+        assert!(red_corner(&img, true), "width {w}: the source's red corner, top left");
+    }
+    let made = app.state.thumbs.renders() - before;
+    assert!((2..=1 + widths.len() as u64).contains(&made), "{made} decodes for 1 + {} sizes", widths.len());
+    for done in burst().await {
+        let (w, img) = done.unwrap();
+        assert_eq!(img.dimensions(), (w, w * 3 / 4), "width {w}, again");
+    }
+    assert_eq!(app.state.thumbs.renders() - before, made, "the same sizes again decode nothing");
+}
+
 async fn without_a_decode_cache_every_size_decodes(backend: Backend) {
     let app = spawn_secured_with(backend, |c| c.transforms.decode_cache = 0).await;
     let id = unique("nocache");
@@ -476,6 +518,7 @@ both_backends!(
     bad_sources,
     concurrent_cold_requests_render_once,
     a_burst_of_sizes_decodes_the_source_once,
+    a_concurrent_burst_of_sizes_is_right_and_made_once,
     without_a_decode_cache_every_size_decodes,
     memory_cache_trusts_for_ttl_and_deletes_invalidate,
     post_stores_original_and_every_size,
