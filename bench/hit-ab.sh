@@ -94,16 +94,16 @@ done
 python3 - "${RES[a]}" "${RES[nginx]}" "${RES[b]:-}" "${CPU[a]}" "${CPU[nginx]}" "${CPU[b]:-}" <<'EOF'
 import statistics, sys
 a, ng, b, ca, cn, cb = ([float(x) for x in s.split()] for s in sys.argv[1:7])
-ma, mn = statistics.median(a), statistics.median(ng)
-print(f"median a {ma:.0f} req/s, nginx {mn:.0f} req/s: a/nginx {ma / mn:.2f}x", end="")
-if b:
-    mb = statistics.median(b)
-    print(f"; b {mb:.0f} req/s: a/b {ma / mb:.2f}x, b/nginx {mb / mn:.2f}x", end="")
-print()
-ma, mn = statistics.median(ca), statistics.median(cn)
-print(f"median server CPU per request: a {ma:.1f} µs, nginx {mn:.1f} µs (nginx/a {mn / ma:.2f}x)", end="")
-if cb:
-    mb = statistics.median(cb)
-    print(f"; b {mb:.1f} µs (b/a {mb / ma:.2f}x, nginx/b {mn / mb:.2f}x)", end="")
-print()
+
+def line(what, unit, fmt, a, ng, b):
+    ma, mn = statistics.median(a), statistics.median(ng)
+    text = f"median {what}: a {ma:{fmt}} {unit}, nginx {mn:{fmt}} {unit} (a/nginx {ma / mn:.2f}x)"
+    if b:
+        mb = statistics.median(b)
+        text += f"; b {mb:{fmt}} {unit} (a/b {ma / mb:.2f}x, b/nginx {mb / mn:.2f}x)"
+    print(text)
+
+line("req/s", "req/s", ".0f", a, ng, b)
+# For CPU per request lower is better: a/nginx < 1 would mean a is cheaper.
+line("server CPU per request", "µs", ".1f", ca, cn, cb)
 EOF

@@ -117,23 +117,33 @@ def fetch(url):
         return r.status, r.headers.get("Content-Type"), r.read()
 
 
-def tree_rss_kb(root_pid):
-    """Sum of VmRSS over root_pid and all its descendants."""
-    children = {}
+def process_tree(root_pid):
+    """root_pid and all its live descendants, each with its /proc/PID/stat
+    fields after the command name."""
+    children, stats = {}, {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
+                fields = f.read().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry))
+            stats[int(entry)] = fields
         except (OSError, IndexError, ValueError):
             continue
-    total, todo = 0, [root_pid]
+    tree, todo = [], [root_pid]
     while todo:
         pid = todo.pop()
         todo.extend(children.get(pid, []))
+        if pid in stats:
+            tree.append((pid, stats[pid]))
+    return tree
+
+
+def tree_rss_kb(root_pid):
+    """Sum of VmRSS over root_pid and all its descendants."""
+    total = 0
+    for pid, _ in process_tree(root_pid):
         try:
             with open(f"/proc/{pid}/status") as f:
                 for line in f:
@@ -147,23 +157,8 @@ def tree_rss_kb(root_pid):
 
 def tree_cpu_s(root_pid):
     """User + system CPU seconds of root_pid and all its live descendants."""
-    children, stats = {}, {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(entry))
-            stats[int(entry)] = int(fields[11]) + int(fields[12])  # utime, stime
-        except (OSError, IndexError, ValueError):
-            continue
-    total, todo = 0, [root_pid]
-    while todo:
-        pid = todo.pop()
-        todo.extend(children.get(pid, []))
-        total += stats.get(pid, 0)
-    return total / os.sysconf("SC_CLK_TCK")
+    ticks = sum(int(fields[11]) + int(fields[12]) for _, fields in process_tree(root_pid))  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class CpuMeter:
