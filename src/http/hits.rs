@@ -55,7 +55,7 @@ struct CorsAnswers {
 }
 
 impl CorsAnswers {
-    fn new(layer: &CorsLayer, origins: &[String]) -> Self {
+    fn new(layer: &CorsLayer, origins: &[HeaderValue]) -> Self {
         let run = |origin: Option<&HeaderValue>| {
             let mut req = axum::http::Request::get("/thumb/p/i");
             if let Some(origin) = origin {
@@ -67,8 +67,8 @@ impl CorsAnswers {
             let Some(Ok(response)) = answered else { unreachable!("the CORS layer answers a GET at once") };
             response.headers().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };
-        let listed = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).map(|o| (o.clone(), run(Some(&o))));
-        Self { default: run(None), listed: listed.collect() }
+        let listed = origins.iter().map(|o| (o.clone(), run(Some(o)))).collect();
+        Self { default: run(None), listed }
     }
 
     /// Adds the layer's headers for `origin` to `headers`, as the layer
@@ -143,14 +143,14 @@ fn thumb_path(path: &str) -> Option<(Cow<'_, str>, Cow<'_, str>)> {
 
 impl Hits {
     /// The hit path of the app built on `state` with `cors`, the CORS layer
-    /// the router has.
-    pub fn new(state: AppState, cors: &CorsLayer) -> Self {
+    /// the router has, and `origins`, the ones it lists (none for any).
+    pub fn new(state: AppState, cors: &CorsLayer, origins: &[HeaderValue]) -> Self {
         crate::metrics::handle();
         let route = paths::THUMB;
         let counter = |method: &'static str, status: &'static str| metrics::counter!("mediaflow_http_requests_total", "method" => method, "route" => route, "status" => status);
         let histogram = |method: &'static str| metrics::histogram!("mediaflow_http_request_duration_seconds", "method" => method, "route" => route);
         Self {
-            cors: CorsAnswers::new(cors, &state.config.http.cors_origins),
+            cors: CorsAnswers::new(cors, origins),
             state,
             requests: [counter("GET", "200"), counter("GET", "304"), counter("HEAD", "200"), counter("HEAD", "304")],
             durations: [histogram("GET"), histogram("HEAD")],

@@ -28,7 +28,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::Request;
 use axum::handler::Handler;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware;
 use axum::response::Response;
 use axum::routing::{get, post, put};
@@ -153,14 +153,16 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for App {
 
 /// The service, ready to serve (tests drive it in process).
 pub fn app(state: AppState) -> App {
-    let cors = cors(&state.config.http.cors_origins);
-    App(Arc::new(AppParts { hits: hits::Hits::new(state.clone(), &cors), router: routes(state, cors) }))
+    let origins = allowed_origins(&state.config.http.cors_origins);
+    let cors = cors(origins.as_deref());
+    let hits = hits::Hits::new(state.clone(), &cors, origins.as_deref().unwrap_or_default());
+    App(Arc::new(AppParts { hits, router: routes(state, cors) }))
 }
 
 /// The router and its middleware alone, without the hit path in front: what
 /// answers every request but a hit (tests compare the two).
 pub fn router(state: AppState) -> Router {
-    let cors = cors(&state.config.http.cors_origins);
+    let cors = cors(allowed_origins(&state.config.http.cors_origins).as_deref());
     routes(state, cors)
 }
 
@@ -204,17 +206,17 @@ fn routes(state: AppState, cors: CorsLayer) -> Router {
 
 /// CORS for browsers: direct uploads to the filesystem backend's URLs, the
 /// complete/abort URLs a browser holds, and media reads. Auth is by header,
-/// never by cookie, so credentials are not allowed.
+/// never by cookie, so credentials are not allowed. `None` allows any
+/// origin.
 ///
 /// The hit path works this layer's headers out once at start-up
 /// (`hits::CorsAnswers`), which holds while they depend on the `Origin`
 /// alone: any origin or a list, no credentials, no predicate.
-fn cors(origins: &[String]) -> CorsLayer {
+fn cors(origins: Option<&[HeaderValue]>) -> CorsLayer {
     use axum::http::{HeaderName, Method, header};
-    let origin = if origins.is_empty() {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
+    let origin = match origins {
+        None => AllowOrigin::any(),
+        Some(list) => AllowOrigin::list(list.iter().cloned()),
     };
     CorsLayer::new()
         .allow_origin(origin)
@@ -229,6 +231,13 @@ fn cors(origins: &[String]) -> CorsLayer {
         ])
         .expose_headers([header::ETAG, header::CONTENT_RANGE, header::CONTENT_LENGTH, header::ACCEPT_RANGES])
         .max_age(std::time::Duration::from_secs(3600))
+}
+
+/// `CORS_ALLOWED_ORIGINS` read once for the CORS layer and the hit path:
+/// `None` (any origin) when none is configured, else the ones that are valid
+/// header values.
+fn allowed_origins(origins: &[String]) -> Option<Vec<HeaderValue>> {
+    (!origins.is_empty()).then(|| origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect())
 }
 
 async fn method_not_allowed() -> error::ApiError {
