@@ -10,7 +10,10 @@
 #
 # Environment: A_BIN (default target/release/mediaflow), B_BIN, A_ENV / B_ENV
 # ("K=V K=V", extra settings), ROUNDS=5, SECONDS_PER=7, CONNS=16,
-# WORK=bench/out/http (the harness's folder).
+# WORK=bench/out/http (the harness's folder), NGINX_WORKERS (default auto:
+# one per core). wrk runs one thread, so on 2 cores each server has about
+# one core to itself: NGINX_WORKERS=1 with A_ENV=WORKER_THREADS=1 compares
+# the two at one thread each.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 WORK="${WORK:-$ROOT/bench/out/http}"
@@ -50,7 +53,8 @@ start_mf() { # name binary port env
   echo "$1 did not start; see $log" >&2; exit 1
 }
 NG="$WORK/nginx"
-sed -E "s/listen 127.0.0.1:[0-9]+;/listen 127.0.0.1:${PORTS[2]};/" "$NG/nginx.conf" >"$NG/hit-ab.conf"
+sed -E "s/listen 127.0.0.1:[0-9]+;/listen 127.0.0.1:${PORTS[2]};/; s/^worker_processes .*;/worker_processes ${NGINX_WORKERS:-auto};/" \
+  "$NG/nginx.conf" >"$NG/hit-ab.conf"
 nginx -p "$NG" -c "$NG/hit-ab.conf" -g "daemon off; user root;" 2>"$WORK/logs/hit-ab-nginx.log" &
 PIDS+=($!)
 PID[nginx]=$!

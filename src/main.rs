@@ -523,7 +523,16 @@ fn tune_mimalloc() {
 fn main() -> std::process::ExitCode {
     limit_malloc_arenas();
     tune_mimalloc();
-    let outcome = tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(async_main()));
+    let _ = dotenvy::dotenv();
+    let cli = Cli::parse_from(with_default_command(std::env::args_os().collect()));
+    let outcome = match cli.command {
+        // The server's settings are read before its runtime is built: they
+        // say how many threads it has.
+        Command::Serve { settings } => serve(*settings),
+        command => {
+            tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(async_main(command)))
+        }
+    };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -534,6 +543,20 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `mediaflow serve`: the settings checked, then the server on a runtime of
+/// `WORKER_THREADS` threads.
+fn serve(settings: Settings) -> anyhow::Result<()> {
+    init_tracing(settings.log_format);
+    let config = Config::from_settings(settings)?;
+    if let Err(e) = config.check_protected_mode() {
+        eprintln!("mediaflow: {e}");
+        std::process::exit(2);
+    }
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(config.worker_threads).enable_all().build()?;
+    runtime.block_on(mediaflow::run(config))
 }
 
 /// Subcommand names, for [`with_default_command`].
@@ -557,25 +580,16 @@ fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsSt
     args
 }
 
-async fn async_main() -> anyhow::Result<()> {
-    let _ = dotenvy::dotenv();
-    let cli = Cli::parse_from(with_default_command(std::env::args_os().collect()));
-    match cli.command {
+/// Every command but `serve`, on a default runtime.
+async fn async_main(command: Command) -> anyhow::Result<()> {
+    match command {
         // The client needs none of the server's configuration, and its stdout
         // is its result: no tracing there.
         Command::Upload(args) => std::process::exit(upload(args).await),
         Command::Download(args) => std::process::exit(download(args).await),
         Command::Delete(args) => std::process::exit(delete(args).await),
         Command::Health { url, port, bind_addr } => std::process::exit(health(url, port, bind_addr).await),
-        Command::Serve { settings } => {
-            init_tracing(settings.log_format);
-            let config = Config::from_settings(*settings)?;
-            if let Err(e) = config.check_protected_mode() {
-                eprintln!("mediaflow: {e}");
-                std::process::exit(2);
-            }
-            mediaflow::run(config).await
-        }
+        Command::Serve { .. } => unreachable!("main() runs serve on a runtime of its own"),
         Command::CheckConfig { path, settings } => {
             init_tracing(settings.log_format);
             let config = Config::from_settings(*settings)?;

@@ -107,6 +107,9 @@ pub struct Settings {
     /// Seconds a memory entry is trusted before the store is asked again.
     #[arg(long, env = "CACHE_MEMORY_TTL", default_value_t = 60)]
     pub cache_memory_ttl: u64,
+    /// Threads serving connections (default: number of CPUs).
+    #[arg(long, env = "WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// Image jobs running at once (default: number of CPUs).
     #[arg(long, env = "MAX_CONCURRENT_TRANSFORMS")]
     pub max_concurrent_transforms: Option<usize>,
@@ -244,6 +247,9 @@ pub struct HttpConfig {
 pub struct Config {
     /// Where to listen.
     pub listen: SocketAddr,
+    /// Threads of the async runtime, which serve connections (renders have
+    /// their own pool).
+    pub worker_threads: usize,
     /// The store.
     pub storage: StorageConfig,
     /// Where the profiles come from (`None`: bundled).
@@ -294,6 +300,10 @@ pub enum SettingsError {
     )]
     ProtectedMode(IpAddr),
 }
+
+/// More runtime threads than this is a typo, not a tuning: each has its
+/// own stack and queue.
+const MAX_WORKER_THREADS: usize = 1024;
 
 fn invalid(name: &'static str, message: impl Into<String>) -> SettingsError {
     SettingsError::Invalid { name, message: message.into() }
@@ -367,11 +377,18 @@ impl Config {
             Some(secret) => (Secret::new(secret), false),
             None => (Secret::new(hex::encode(rand::random::<[u8; 32]>())), true),
         };
-        let concurrency =
-            s.max_concurrent_transforms.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let cpus = || std::thread::available_parallelism().map_or(2, |n| n.get());
+        let concurrency = s.max_concurrent_transforms.unwrap_or_else(cpus);
         if concurrency == 0 {
             return Err(invalid("MAX_CONCURRENT_TRANSFORMS", "must be at least 1"));
         }
+        let worker_threads = match s.worker_threads.unwrap_or_else(cpus) {
+            0 => return Err(invalid("WORKER_THREADS", "must be at least 1")),
+            n if n > MAX_WORKER_THREADS => {
+                return Err(invalid("WORKER_THREADS", format!("must be at most {MAX_WORKER_THREADS}")));
+            }
+            n => n,
+        };
         if s.max_source_pixels == 0 {
             return Err(invalid("MAX_SOURCE_PIXELS", "must be at least 1"));
         }
@@ -395,6 +412,7 @@ impl Config {
         });
         Ok(Self {
             listen: SocketAddr::new(bind_addr, s.port),
+            worker_threads,
             storage,
             profiles_source: non_empty(s.storage_config_path),
             profiles_s3: s3,
@@ -468,6 +486,20 @@ mod tests {
         assert_eq!(render_memory(256), Ok(256 << 20));
         assert!(render_memory(15).unwrap_err().to_string().starts_with("MAX_RENDER_MEMORY_MB"));
         assert!(render_memory(u64::MAX).is_err());
+    }
+
+    #[test]
+    fn worker_threads_default_to_the_cpus_and_are_bounded() {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        assert_eq!(Config::for_fs("/tmp/x").worker_threads, cpus);
+        let with = |n| {
+            let mut s = Settings::defaults();
+            s.worker_threads = Some(n);
+            Config::from_settings(s).map(|c| c.worker_threads)
+        };
+        assert_eq!(with(3), Ok(3));
+        assert_eq!(with(0).unwrap_err().to_string(), "WORKER_THREADS must be at least 1");
+        assert!(with(MAX_WORKER_THREADS + 1).unwrap_err().to_string().starts_with("WORKER_THREADS must be at most"));
     }
 
     #[test]

@@ -435,6 +435,24 @@ async fn a_render_past_the_timeout_stops_and_the_next_one_is_not_queued_behind_i
 }
 
 #[tokio::test]
+async fn worker_threads_is_checked_and_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path()).env("WORKER_THREADS", "0").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("WORKER_THREADS must be at least 1"), "{stderr}");
+    let out = command(dir.path()).env("WORKER_THREADS", "many").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "clap refuses a non-number");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("many"));
+    // One thread serves everything: a health check while it runs.
+    let mut cmd = command(dir.path());
+    cmd.env("WORKER_THREADS", "1");
+    let server = start(cmd);
+    let answer = reqwest::get(format!("http://{}/health", server.addr)).await.unwrap();
+    assert_eq!(answer.status(), 200);
+}
+
+#[tokio::test]
 async fn an_open_service_stays_on_loopback_unless_told_otherwise() {
     let dir = tempfile::tempdir().unwrap();
     // No API_KEY and no BIND_ADDR: loopback.
