@@ -7,6 +7,7 @@
 #   bench/hit-ab.sh                                   # target/release/mediaflow vs nginx
 #   B_BIN=/tmp/mediaflow-old bench/hit-ab.sh          # … and another build
 #   ROUNDS=5 SECONDS_PER=7 CONNS=16 bench/hit-ab.sh
+#   CEILING=1 bench/hit-ab.sh                         # … and bare hyper (examples/hit_ceiling.rs)
 #
 # Environment: A_BIN (default target/release/mediaflow), B_BIN, A_ENV / B_ENV
 # ("K=V K=V", extra settings), ROUNDS=5, SECONDS_PER=7, CONNS=16,
@@ -30,17 +31,19 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 declare -A PID
-# CPU time (user + system, in clock ticks) of a server: the process and, for
+# CPU time ("user system", in clock ticks) of a server: the process and, for
 # nginx, its workers. Throughput on 2 shared cores moves by ±15 % from run
 # to run with whatever else runs; CPU per request moves far less, so both
-# are reported.
+# are reported, and its split says whether the kernel or the server's own
+# code grew.
 cpu_ticks() {
-  local total=0 p
+  local user=0 sys=0 p u s
   for p in "$1" $(pgrep -P "$1" || true); do
     [ -r "/proc/$p/stat" ] || continue
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    read -r u s < <(awk '{print $14, $15}' "/proc/$p/stat")
+    user=$((user + u)) sys=$((sys + s))
   done
-  echo "$total"
+  echo "$user $sys"
 }
 start_mf() { # name binary port env
   local log="$WORK/logs/hit-ab-$1.log"
@@ -68,11 +71,23 @@ if [ -n "${B_BIN:-}" ]; then
   URL[b]="http://127.0.0.1:${PORTS[1]}"
   LIST[b]="$WORK/paths/warm-mediaflow"
 fi
+if [ -n "${CEILING:-}" ]; then
+  (cd "$ROOT" && cargo build -q --release --example hit_ceiling)
+  mapfile -t CP < <(python3 "$ROOT/scripts/free-ports.py" 1)
+  "$ROOT/target/release/examples/hit_ceiling" "${CP[0]}" &
+  PIDS+=($!)
+  PID[ceiling]=$!
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:${CP[0]}/x" >/dev/null && break; sleep 0.1; done
+  NAMES+=(ceiling)
+  URL[ceiling]="http://127.0.0.1:${CP[0]}"
+  LIST[ceiling]="$WORK/paths/ceiling"
+  echo /x >"${LIST[ceiling]}"
+fi
 # Warm every variant into memory and check the bytes against nginx's copy.
 mapfile -t MF_PATHS <"$WORK/paths/warm-mediaflow"
 mapfile -t NG_PATHS <"$WORK/paths/warm-nginx"
 for n in "${NAMES[@]}"; do
-  [ "$n" = nginx ] && continue
+  [ "$n" = nginx ] || [ "$n" = ceiling ] && continue
   for i in "${!MF_PATHS[@]}"; do
     cmp -s <(curl -fs "${URL[$n]}${MF_PATHS[$i]}") <(curl -fs "${URL[nginx]}${NG_PATHS[$i]}") ||
       { echo "$n: ${MF_PATHS[$i]} differs from nginx's copy" >&2; exit 1; }
@@ -85,29 +100,27 @@ for r in $(seq "$ROUNDS"); do
   order=("${NAMES[@]}")
   [ $((r % 2)) -eq 0 ] && order=($(printf '%s\n' "${NAMES[@]}" | tac))
   for n in "${order[@]}"; do
-    t0=$(cpu_ticks "${PID[$n]}")
+    read -r u0 s0 < <(cpu_ticks "${PID[$n]}")
     out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$ROOT/bench/lib/paths.lua" "${URL[$n]}" -- "${LIST[$n]}" 1 | grep '^RESULT ')
     rps=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1][7:]); e=sum(r[k] for k in ("status_errors","connect_errors","read_errors","write_errors","timeouts")); print("%.0f %d" % (r["requests"]/(r["duration_us"]/1e6), e))' "$out")
-    t1=$(cpu_ticks "${PID[$n]}")
-    us=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1][7:]); print("%.1f" % ((int(sys.argv[2]) - int(sys.argv[3])) / int(sys.argv[4]) * 1e6 / r["requests"]))' "$out" "$t1" "$t0" "$TICK")
-    echo "round $r  $n  ${rps% *} req/s  errors ${rps#* }  server CPU ${us} µs/request"
+    read -r u1 s1 < <(cpu_ticks "${PID[$n]}")
+    read -r us uu su < <(python3 -c 'import json,sys; r=json.loads(sys.argv[1][7:]); per=lambda t: t / int(sys.argv[6]) * 1e6 / r["requests"]; u, s = int(sys.argv[2]) - int(sys.argv[3]), int(sys.argv[4]) - int(sys.argv[5]); print("%.1f %.1f %.1f" % (per(u + s), per(u), per(s)))' "$out" "$u1" "$u0" "$s1" "$s0" "$TICK")
+    echo "round $r  $n  ${rps% *} req/s  errors ${rps#* }  server CPU ${us} µs/request (user ${uu}, system ${su})"
     RES[$n]+="${rps% *} "
     CPU[$n]+="$us "
   done
 done
-python3 - "${RES[a]}" "${RES[nginx]}" "${RES[b]:-}" "${CPU[a]}" "${CPU[nginx]}" "${CPU[b]:-}" <<'EOF'
+python3 - $(for n in "${NAMES[@]}"; do r=${RES[$n]% } c=${CPU[$n]% }; echo "$n=${r// /,}=${c// /,}"; done) <<'EOF'
 import statistics, sys
-a, ng, b, ca, cn, cb = ([float(x) for x in s.split()] for s in sys.argv[1:7])
-
-def line(what, unit, fmt, a, ng, b):
-    ma, mn = statistics.median(a), statistics.median(ng)
-    text = f"median {what}: a {ma:{fmt}} {unit}, nginx {mn:{fmt}} {unit} (a/nginx {ma / mn:.2f}x)"
-    if b:
-        mb = statistics.median(b)
-        text += f"; b {mb:{fmt}} {unit} (a/b {ma / mb:.2f}x, b/nginx {mb / mn:.2f}x)"
+runs = {}
+for arg in sys.argv[1:]:
+    name, rps, cpu = arg.split("=")
+    runs[name] = (statistics.median(map(float, rps.split(","))), statistics.median(map(float, cpu.split(","))))
+ng_rps, ng_cpu = runs["nginx"]
+# For CPU per request lower is better: x/nginx < 1 would mean x is cheaper.
+for name, (rps, cpu) in runs.items():
+    text = f"median {name}: {rps:.0f} req/s ({rps / ng_rps:.2f}x nginx), {cpu:.1f} µs CPU per request ({cpu / ng_cpu:.2f}x nginx)"
+    if name == "a" and "b" in runs:
+        text += f"; a/b {rps / runs['b'][0]:.2f}x req/s, {cpu / runs['b'][1]:.2f}x CPU"
     print(text)
-
-line("req/s", "req/s", ".0f", a, ng, b)
-# For CPU per request lower is better: a/nginx < 1 would mean a is cheaper.
-line("server CPU per request", "µs", ".1f", ca, cn, cb)
 EOF
