@@ -111,11 +111,21 @@ enum MozError {
 
 /// Feeds libjpeg 64 KiB at a time and fails the read once the render is
 /// cancelled, which makes libjpeg raise an error (an unwind) wherever it is,
-/// including inside `jpeg_start_decompress`.
+/// including inside `jpeg_start_decompress`. The file is read from `parts`
+/// one after the other: the whole file, or the parts of it a 1/8 scale
+/// decode needs ([`super::dc_scans`]).
 struct CancelReader<'a> {
-    data: &'a [u8],
+    parts: Vec<&'a [u8]>,
+    /// The part being read, and the position in it.
+    part: usize,
     pos: usize,
     cancel: &'a Cancel,
+}
+
+impl<'a> CancelReader<'a> {
+    fn new(parts: Vec<&'a [u8]>, cancel: &'a Cancel) -> Self {
+        Self { parts, part: 0, pos: 0, cancel }
+    }
 }
 
 impl Read for CancelReader<'_> {
@@ -131,12 +141,19 @@ impl BufRead for CancelReader<'_> {
         if self.cancel.is_cancelled() {
             return Err(std::io::Error::other("cancelled"));
         }
-        let end = (self.pos + (64 << 10)).min(self.data.len());
-        Ok(&self.data[self.pos..end])
+        while self.parts.get(self.part).is_some_and(|p| self.pos == p.len()) {
+            self.part += 1;
+            self.pos = 0;
+        }
+        let Some(data) = self.parts.get(self.part) else { return Ok(&[]) };
+        let end = (self.pos + (64 << 10)).min(data.len());
+        Ok(&data[self.pos..end])
     }
 
     fn consume(&mut self, n: usize) {
-        self.pos = (self.pos + n).min(self.data.len());
+        if let Some(data) = self.parts.get(self.part) {
+            self.pos = (self.pos + n).min(data.len());
+        }
     }
 }
 
@@ -152,7 +169,12 @@ fn decode_jpeg_mozjpeg(bytes: &[u8], plan: &Plan, cancel: &Cancel) -> Result<Opt
         use mozjpeg::{ColorSpace, Decompress, Marker};
         let refused = |e: std::io::Error| MozError::Refused(format!("mozjpeg: {e}"));
 
-        let reader = CancelReader { data: bytes, pos: 0, cancel };
+        let g = &plan.geometry;
+        // At 1/8 scale only the DC coefficients are used: a progressive
+        // file's AC scans need not be decoded at all.
+        let dc_only = if g.dct_scale == 1 { super::dc_scans::dc_only(bytes) } else { None };
+        let dc_only_read = dc_only.is_some();
+        let reader = CancelReader::new(dc_only.unwrap_or_else(|| vec![bytes]), cancel);
         let mut dec = Decompress::builder().with_markers(&[Marker::APP(2)]).from_reader(reader).map_err(refused)?;
         if !matches!(dec.color_space(), ColorSpace::JCS_YCbCr | ColorSpace::JCS_RGB | ColorSpace::JCS_GRAYSCALE) {
             return Ok(None);
@@ -166,9 +188,13 @@ fn decode_jpeg_mozjpeg(bytes: &[u8], plan: &Plan, cancel: &Cancel) -> Result<Opt
             }
         }
         let icc = assemble_icc(icc_chunks);
-        let g = &plan.geometry;
         if g.dct_scale < 8 {
             dec.scale(g.dct_scale);
+        }
+        if dc_only_read {
+            // It would estimate the missing AC coefficients, which the 1/8
+            // inverse DCT then ignores.
+            dec.do_block_smoothing(false);
         }
         // Progressive files are decoded here, entirely (the reader above
         // is what can interrupt it).

@@ -25,6 +25,7 @@
 mod anim;
 mod cancel;
 mod color;
+mod dc_scans;
 mod decode;
 mod encode;
 mod estimate;

@@ -346,6 +346,30 @@ fn large_jpeg_uses_dct_scaling_and_keeps_geometry() {
     assert!(close(rgb_at(&out, 100, 60), want, 8), "{:?} vs {want:?}", rgb_at(&out, 100, 60));
 }
 
+#[test]
+fn progressive_jpeg_at_an_eighth_skips_luma_ac_and_looks_the_same() {
+    // 2400 px to 150: 1/8 gives 300 >= 1.4 × 150, so luma's AC scans are
+    // left out of the decode (src/image/dc_scans.rs). The thumbnail must
+    // match the one made from a baseline encoding of the same picture.
+    assert_eq!(jpeg_scale(2400, 1600, 150, 100, 140), 1);
+    let src = marked_rgb(2400, 1600);
+    let mut progressive = Vec::new();
+    let mut enc = jpeg_encoder::Encoder::new(&mut progressive, 92);
+    enc.set_progressive(true);
+    enc.encode(src.as_raw(), 2400, 1600, jpeg_encoder::ColorType::Rgb).unwrap();
+    let baseline = jpeg_from_rgb(&src, 92, &JpegMeta::default());
+    let (p, b) = (thumb(&progressive, 150, OutputFormat::Png), thumb(&baseline, 150, OutputFormat::Png));
+    assert_eq!((p.width, p.height), (150, 100));
+    let (p, b) = (decode_output(&p), decode_output(&b));
+    assert_eq!(corner_of(&p, RED), "TL");
+    assert_eq!(corner_of(&p, GREEN), "TR");
+    let worst = (0..100)
+        .flat_map(|y| (0..150).map(move |x| (x, y)))
+        .map(|(x, y)| rgb_at(&p, x, y).iter().zip(rgb_at(&b, x, y)).map(|(a, b)| a.abs_diff(b)).max().unwrap());
+    let worst = worst.max().unwrap();
+    assert!(worst <= 6, "largest channel difference against the baseline file's thumbnail: {worst}");
+}
+
 // ---------------------------------------------------------------- orientation
 
 #[test]
