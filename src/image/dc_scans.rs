@@ -26,6 +26,12 @@ const SOF2: u8 = 0xC2;
 const SOS: u8 = 0xDA;
 const EOI: u8 = 0xD9;
 
+/// Most parts the decoder is handed. Adjacent kept ranges are joined, so a
+/// real file has a few (one per run of kept segments between dropped
+/// scans); a file made of thousands of tiny scans is decoded as it is
+/// rather than making a list of them as long as the file allows.
+const MAX_PARTS: usize = 64;
+
 /// The byte ranges of `jpeg` to keep: everything but the AC scans of its
 /// full-resolution components (their header and their entropy-coded data),
 /// or `None` if `jpeg` is not a progressive JPEG laid out as expected or has
@@ -35,7 +41,19 @@ fn kept_ranges(jpeg: &[u8]) -> Option<Vec<std::ops::Range<usize>>> {
         return None;
     }
     let mut kept: Vec<std::ops::Range<usize>> = Vec::new();
-    kept.push(0..2);
+    // Adds `range` to `kept`, joined to the last one when they touch;
+    // `None` past `MAX_PARTS`.
+    let keep = |kept: &mut Vec<std::ops::Range<usize>>, range: std::ops::Range<usize>| {
+        if let Some(last) = kept.last_mut().filter(|last| last.end == range.start) {
+            last.end = range.end;
+        } else if kept.len() < MAX_PARTS {
+            kept.push(range);
+        } else {
+            return None;
+        }
+        Some(())
+    };
+    keep(&mut kept, 0..2)?;
     let mut pos = 2;
     // The ids of the components at full resolution, once the frame is read.
     let mut full_resolution: Option<Vec<u8>> = None;
@@ -50,7 +68,7 @@ fn kept_ranges(jpeg: &[u8]) -> Option<Vec<std::ops::Range<usize>>> {
         }
         let marker = jpeg[pos + 1];
         if marker == EOI {
-            kept.push(pos..pos + 2);
+            keep(&mut kept, pos..pos + 2)?;
             return dropped.then_some(kept);
         }
         // Every other marker that may stand here has a length.
@@ -68,7 +86,7 @@ fn kept_ranges(jpeg: &[u8]) -> Option<Vec<std::ops::Range<usize>>> {
             _ => {}
         }
         if marker != SOS {
-            kept.push(pos..end);
+            keep(&mut kept, pos..end)?;
             pos = end;
             continue;
         }
@@ -81,9 +99,9 @@ fn kept_ranges(jpeg: &[u8]) -> Option<Vec<std::ops::Range<usize>>> {
         let ss = segment[1 + 2 * ns];
         let data_end = entropy_end(jpeg, end)?;
         match (ss, ns) {
-            (0, _) => kept.push(pos..data_end),
+            (0, _) => keep(&mut kept, pos..data_end)?,
             (_, 1) if full_resolution.contains(&segment[1]) => dropped = true,
-            (_, 1) => kept.push(pos..data_end),
+            (_, 1) => keep(&mut kept, pos..data_end)?,
             // An AC scan of several components is not a progressive file.
             _ => return None,
         }
@@ -211,6 +229,37 @@ mod tests {
             assert!(dc_only(&progressive[..cut]).is_none(), "cut at {cut}");
         }
         assert!(dc_only(b"").is_none());
+        // Thousands of comment segments: joined into one part, not a list
+        // as long as the file.
+        let mut padded = progressive[..2].to_vec();
+        for _ in 0..10_000 {
+            padded.extend_from_slice(&[0xFF, 0xFE, 0x00, 0x02]);
+        }
+        padded.extend_from_slice(&progressive[2..]);
+        let (plain, padded) = (dc_only(&progressive).unwrap(), dc_only(&padded).unwrap());
+        assert_eq!(padded.len(), plain.len(), "parts");
+        assert_eq!(padded.concat().len(), plain.concat().len() + 40_000);
+    }
+
+    /// A one-component progressive frame and `scans` pairs of a DC scan
+    /// and an AC scan, none with data: as many parts as pairs.
+    fn tiny_scans(scans: usize) -> Vec<u8> {
+        let mut f = vec![0xFF, 0xD8];
+        f.extend_from_slice(&[0xFF, 0xC2, 0x00, 0x0B, 8, 0, 16, 0, 16, 1, 1, 0x11, 0]);
+        for _ in 0..scans {
+            f.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x08, 1, 1, 0x00, 0, 0, 0]);
+            f.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x08, 1, 1, 0x00, 1, 63, 0]);
+        }
+        f.extend_from_slice(&[0xFF, 0xD9]);
+        f
+    }
+
+    #[test]
+    fn a_file_of_many_scans_is_decoded_as_it_is() {
+        let few = tiny_scans(10);
+        assert_eq!(dc_only(&few).unwrap().len(), 11, "each DC scan a part, the end another");
+        assert!(dc_only(&tiny_scans(MAX_PARTS)).is_none());
+        assert!(dc_only(&tiny_scans(100_000)).is_none());
         assert!(dc_only(b"\xFF\xD8\xFF\xDA\x00").is_none());
     }
 }
