@@ -147,18 +147,8 @@ pub(crate) fn dc_only(jpeg: &[u8]) -> Option<Vec<&[u8]>> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::noisy_rgb;
     use super::*;
-
-    fn photo(w: u32, h: u32) -> image::RgbImage {
-        image::RgbImage::from_fn(w, h, |x, y| {
-            let n = (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)) >> 7;
-            image::Rgb([
-                (x * 255 / w) as u8 ^ (n as u8 & 31),
-                (y * 255 / h) as u8,
-                ((x + y) % 256) as u8 ^ (n as u8 & 15),
-            ])
-        })
-    }
 
     /// Progressive with successive approximation (DC and AC refinement
     /// scans), as libjpeg and mozjpeg write them.
@@ -194,7 +184,7 @@ mod tests {
 
     #[test]
     fn the_dc_scans_alone_make_the_same_eighth_scale_pixels() {
-        let img = photo(803, 597);
+        let img = noisy_rgb(803, 597);
         let cases = [
             ("mozjpeg 4:2:0", mozjpeg_progressive(&img)),
             ("jpeg-encoder 4:2:0", jpeg_encoder_progressive(&img, jpeg_encoder::SamplingFactor::R_4_2_0)),
@@ -215,7 +205,7 @@ mod tests {
 
     #[test]
     fn other_files_are_left_alone() {
-        let img = photo(64, 48);
+        let img = noisy_rgb(64, 48);
         let mut baseline = Vec::new();
         jpeg_encoder::Encoder::new(&mut baseline, 85)
             .encode(img.as_raw(), 64, 48, jpeg_encoder::ColorType::Rgb)

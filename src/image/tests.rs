@@ -31,8 +31,9 @@ fn marked_rgb(w: u32, h: u32) -> RgbImage {
     })
 }
 
-/// Pseudo-random but deterministic noise, for size comparisons.
-fn noisy_rgb(w: u32, h: u32) -> RgbImage {
+/// Pseudo-random but deterministic noise, for size comparisons (and for
+/// `dc_scans`' tests, which need AC coefficients to leave out).
+pub(super) fn noisy_rgb(w: u32, h: u32) -> RgbImage {
     let mut s: u32 = 0x1234_5678;
     RgbImage::from_fn(w, h, |x, y| {
         s ^= s << 13;
