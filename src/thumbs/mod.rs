@@ -231,7 +231,10 @@ pub struct Thumbs {
     store: DynStore,
     lifecycle: Lifecycle,
     cache: Option<moka::future::Cache<String, Variant>>,
-    flights: Mutex<HashMap<String, Flight>>,
+    /// Renders in flight by variant key, each with a number of its own so
+    /// that a flight ends only its own entry.
+    flights: Mutex<HashMap<String, (u64, Flight)>>,
+    flight_numbers: AtomicU64,
     limiter: Limiter,
     /// A fixed pool of MAX_CONCURRENT_TRANSFORMS threads. Not tokio's blocking
     /// pool: spread over many short-lived threads, the large decode buffers
@@ -287,6 +290,7 @@ impl Thumbs {
             lifecycle,
             cache,
             flights: Mutex::new(HashMap::new()),
+            flight_numbers: AtomicU64::new(0),
             limiter: Limiter::new(t.concurrency, t.queue),
             pool: rayon::ThreadPoolBuilder::new()
                 .num_threads(t.concurrency.max(1))
@@ -403,27 +407,34 @@ impl Thumbs {
     /// Joins the render of `key` in flight, or starts it.
     fn flight(self: &Arc<Self>, key: ObjectKey, asset: AssetKey, spec: ThumbSpec) -> Flight {
         let mut flights = self.flights.lock().expect("flights lock");
-        if let Some(existing) = flights.get(key.as_str()) {
+        if let Some((_, existing)) = flights.get(key.as_str()) {
             return existing.clone();
         }
+        let number = self.flight_numbers.fetch_add(1, Ordering::Relaxed);
         let this = Arc::clone(self);
         let name = key.as_str().to_owned();
         // Spawned, so the render finishes (and is stored) even if every client leaves.
         let task = self.lifecycle.spawn(async move {
             let result = this.render(&key, &asset, spec).await;
-            if let Ok(variant) = &result {
-                this.remember(&key, variant).await;
-                this.store_later(key.clone(), variant.clone(), spec.format, asset.clone());
+            match &result {
+                // The finished flight stays joinable until the variant is in
+                // the store: a request that missed memory and the store just
+                // before the render ended then takes this result instead of
+                // rendering again (`store_later` ends the flight).
+                Ok(variant) => {
+                    this.remember(&key, variant).await;
+                    this.store_later(key.clone(), number, variant.clone(), spec.format, asset.clone());
+                }
+                // Failures are not kept: the next request tries again.
+                Err(_) => this.land(&key, number),
             }
-            // After the cache insert, so a request arriving now finds the variant.
-            this.flights.lock().expect("flights lock").remove(key.as_str());
             result
         });
         let flight =
             async move { task.await.unwrap_or_else(|e| Err(ThumbError::Internal(format!("render task failed: {e}")))) }
                 .boxed()
                 .shared();
-        flights.insert(name, flight.clone());
+        flights.insert(name, (number, flight.clone()));
         flight
     }
 
@@ -434,26 +445,51 @@ impl Thumbs {
     /// So after writing, the original is looked up again: if it is gone, the
     /// delete may have listed before this write, and the variant is removed
     /// here (SPEC §3: a variant never outlives its original).
-    fn store_later(self: &Arc<Self>, key: ObjectKey, variant: Variant, format: OutputFormat, asset: AssetKey) {
+    ///
+    /// Flight `number` of `key` ends when this does, whatever the outcome.
+    fn store_later(
+        self: &Arc<Self>,
+        key: ObjectKey,
+        number: u64,
+        variant: Variant,
+        format: OutputFormat,
+        asset: AssetKey,
+    ) {
         let this = Arc::clone(self);
         self.lifecycle.spawn(async move {
-            let opts = PutOptions { content_type: Some(format.mime().to_owned()), if_none_match: false };
-            if let Err(e) = this.store.put(&key, variant.bytes.into(), opts).await {
-                tracing::warn!(key = %key, error = %e, "could not store a variant; it will be made again");
-                return;
-            }
-            let original = match asset.locate_original(&*this.store).await {
-                Ok(original) => this.store.head(&original).await.map(|_| ()),
-                Err(e) => Err(e),
-            };
-            if let Err(StorageError::NotFound) = original {
-                tracing::info!(key = %key, "the original was deleted while its variant was made; removing the variant");
-                if let Err(e) = this.store.delete(&key).await {
-                    tracing::warn!(key = %key, error = %e, "could not remove the variant of a deleted original");
-                }
-                this.forget(&asset);
-            }
+            this.write_variant(&key, variant, format, &asset).await;
+            this.land(&key, number);
         });
+    }
+
+    /// Ends flight `number` of `key`, unless [`Self::forget`] already did and
+    /// a newer one took its place: the next request for it looks in memory
+    /// and the store again, and renders if the variant is in neither.
+    fn land(&self, key: &ObjectKey, number: u64) {
+        let mut flights = self.flights.lock().expect("flights lock");
+        if flights.get(key.as_str()).is_some_and(|(n, _)| *n == number) {
+            flights.remove(key.as_str());
+        }
+    }
+
+    /// The body of [`Self::store_later`].
+    async fn write_variant(&self, key: &ObjectKey, variant: Variant, format: OutputFormat, asset: &AssetKey) {
+        let opts = PutOptions { content_type: Some(format.mime().to_owned()), if_none_match: false };
+        if let Err(e) = self.store.put(key, variant.bytes.into(), opts).await {
+            tracing::warn!(key = %key, error = %e, "could not store a variant; it will be made again");
+            return;
+        }
+        let original = match asset.locate_original(&*self.store).await {
+            Ok(original) => self.store.head(&original).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(StorageError::NotFound) = original {
+            tracing::info!(key = %key, "the original was deleted while its variant was made; removing the variant");
+            if let Err(e) = self.store.delete(key).await {
+                tracing::warn!(key = %key, error = %e, "could not remove the variant of a deleted original");
+            }
+            self.forget(asset);
+        }
     }
 
     /// Fetches the original and makes the variant, within the limiter.
@@ -697,6 +733,9 @@ impl Thumbs {
 
     /// Drops every cached variant of `asset` (after a delete or a replacement).
     pub fn forget(&self, asset: &AssetKey) {
+        // A finished flight waiting for its store write would hand out the
+        // old variant; a new request renders (or finds no original) instead.
+        self.flights.lock().expect("flights lock").retain(|k, _| !asset.owns_variant(k));
         let Some(cache) = &self.cache else { return };
         let asset = asset.clone();
         let _ = cache.invalidate_entries_if(move |k, _| asset.owns_variant(k));

@@ -263,6 +263,45 @@ async fn concurrent_cold_requests_render_once(backend: Backend) {
     assert_eq!(app.state.thumbs.renders() - before, 1, "made once");
 }
 
+/// The window the CI run of 04e4ca8 hit by chance: a request that looked in
+/// memory and the store while the first render was ending, and found the
+/// variant in neither (not in memory: the cache is off here; not in the
+/// store: its write is held), joins the finished render instead of making
+/// the variant again.
+async fn a_variant_not_yet_stored_is_not_made_again(backend: Backend) {
+    let (app, faulty) = crate::common::spawn_faulty_with(
+        backend,
+        |c| c.cache.memory_bytes = 0,
+        |f| *f.hold_puts_under.lock().unwrap() = Some("thumbnails/".into()),
+    )
+    .await;
+    let id = unique("held");
+    put_avatar(&app, &id, images::jpeg(800, 600), "image/jpeg").await;
+    let before = app.state.thumbs.renders();
+    let path = format!("/thumb/avatar/{id}?width=128");
+    let first = get(&app, &path).await;
+    assert_eq!(first.status(), 200);
+    let first = first.bytes().await.unwrap();
+    assert_eq!(decode(&first).dimensions(), (128, 96));
+    faulty.put_held.notified().await;
+    let variant = format!("thumbnails/avatars/{id}_128.webp");
+    let head = app.state.store.head(&ObjectKey::parse(variant.as_str()).unwrap()).await;
+    assert!(matches!(head, Err(StorageError::NotFound)), "the write is still held");
+
+    let second = get(&app, &path).await;
+    assert_eq!(second.status(), 200);
+    assert_eq!(second.bytes().await.unwrap(), first, "the same variant");
+    assert_eq!(app.state.thumbs.renders() - before, 1, "not made again while its write is pending");
+
+    faulty.release_puts.add_permits(1);
+    assert!(stored(&app, &variant).await);
+    assert!(app.state.lifecycle.wait_for_tasks(Duration::from_secs(20)).await, "the flight ends after the write");
+    let third = get(&app, &path).await;
+    assert_eq!(third.status(), 200);
+    assert_eq!(third.bytes().await.unwrap(), first, "from the store");
+    assert_eq!(app.state.thumbs.renders() - before, 1, "from the store, not made again");
+}
+
 /// The red quarter of [`images::marked`] is where `at` says, the opposite
 /// corner is not red.
 fn red_corner(img: &image::DynamicImage, at_left: bool) -> bool {
@@ -517,6 +556,7 @@ both_backends!(
     request_errors,
     bad_sources,
     concurrent_cold_requests_render_once,
+    a_variant_not_yet_stored_is_not_made_again,
     a_burst_of_sizes_decodes_the_source_once,
     a_concurrent_burst_of_sizes_is_right_and_made_once,
     without_a_decode_cache_every_size_decodes,

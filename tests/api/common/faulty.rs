@@ -1,5 +1,6 @@
 //! A store double around a real backend, for faults a real store will not
-//! make on cue: a complete that takes its time, or whose answer is lost.
+//! make on cue: a complete that takes its time, or whose answer is lost, or
+//! writes that wait until the test lets them through.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,9 +11,10 @@ use mediaflow::storage::{
     ByteRange, CompletedPart, DynStore, GetObject, KeyPrefix, ListPage, ObjectKey, ObjectMeta, ObjectStore, PartInfo,
     PresignContext, PresignOp, PresignedRequest, PutBody, PutOptions, Result, StorageError,
 };
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
-/// Delegates to `inner`, except as told for CompleteMultipartUpload.
+/// Delegates to `inner`, except as told for CompleteMultipartUpload and for
+/// puts of held keys.
 #[derive(Debug)]
 pub struct Faulty {
     pub inner: DynStore,
@@ -23,6 +25,12 @@ pub struct Faulty {
     /// The next complete is done, but its caller gets a store error (a
     /// volume server killed before it answered).
     pub lose_complete_answer: AtomicBool,
+    /// Puts of keys starting with this wait for [`Self::release_puts`].
+    pub hold_puts_under: Mutex<Option<String>>,
+    /// Signalled when a held put reaches the store.
+    pub put_held: Notify,
+    /// One permit per held put let through.
+    pub release_puts: Semaphore,
 }
 
 impl Faulty {
@@ -32,6 +40,9 @@ impl Faulty {
             complete_started: Notify::new(),
             complete_delay: Mutex::new(Duration::ZERO),
             lose_complete_answer: AtomicBool::new(false),
+            hold_puts_under: Mutex::new(None),
+            put_held: Notify::new(),
+            release_puts: Semaphore::new(0),
         }
     }
 }
@@ -48,6 +59,11 @@ impl ObjectStore for Faulty {
         self.inner.head(key).await
     }
     async fn put(&self, key: &ObjectKey, body: PutBody, opts: PutOptions) -> Result<ObjectMeta> {
+        let held = self.hold_puts_under.lock().unwrap().as_ref().is_some_and(|p| key.as_str().starts_with(p.as_str()));
+        if held {
+            self.put_held.notify_one();
+            self.release_puts.acquire().await.expect("never closed").forget();
+        }
         self.inner.put(key, body, opts).await
     }
     async fn delete(&self, key: &ObjectKey) -> Result<()> {

@@ -195,9 +195,11 @@ async fn spawn_wrapped(
 /// (a test double such as [`faulty::Faulty`]).
 pub async fn spawn_secured_wrapping(
     backend: Backend,
+    tweak: impl FnOnce(&mut Config),
     wrap: impl FnOnce(mediaflow::storage::DynStore) -> mediaflow::storage::DynStore,
 ) -> TestApp {
     let (mut config, dir) = config(backend);
+    tweak(&mut config);
     config.api_key = Some(mediaflow::config::Secret::new(API_KEY));
     config.profiles_source = Some(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/profiles.yaml").into());
     spawn_wrapped(config, dir, wrap).await
@@ -309,8 +311,17 @@ pub async fn spawn_faulty(
     backend: Backend,
     arm: impl FnOnce(&faulty::Faulty),
 ) -> (TestApp, std::sync::Arc<faulty::Faulty>) {
+    spawn_faulty_with(backend, |_| {}, arm).await
+}
+
+/// [`spawn_faulty`], with `tweak` adjusting the configuration.
+pub async fn spawn_faulty_with(
+    backend: Backend,
+    tweak: impl FnOnce(&mut Config),
+    arm: impl FnOnce(&faulty::Faulty),
+) -> (TestApp, std::sync::Arc<faulty::Faulty>) {
     let mut handle = None;
-    let app = spawn_secured_wrapping(backend, |store| {
+    let app = spawn_secured_wrapping(backend, tweak, |store| {
         let f = std::sync::Arc::new(faulty::Faulty::new(store));
         arm(&f);
         handle = Some(f.clone());
