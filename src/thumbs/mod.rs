@@ -226,6 +226,27 @@ fn over_budget(over: OverBudget) -> ThumbError {
 
 type Flight = Shared<BoxFuture<'static, Result<Variant, ThumbError>>>;
 
+/// Ends flight `number` of `key` when dropped: after its variant's store
+/// write, at once after a failed render, and also when its task panics or is
+/// cancelled, so no flight can stay in the map and answer its key for good.
+/// A flight [`Thumbs::forget`] already removed, and the newer one that took
+/// its place, are left alone.
+struct Landing {
+    thumbs: Arc<Thumbs>,
+    key: ObjectKey,
+    number: u64,
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        // Not `expect`: a panic here, during an unwind, would abort.
+        let mut flights = self.thumbs.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if flights.get(self.key.as_str()).is_some_and(|(n, _)| *n == self.number) {
+            flights.remove(self.key.as_str());
+        }
+    }
+}
+
 /// The thumbnail service: cache, single-flight and bounded rendering.
 pub struct Thumbs {
     store: DynStore,
@@ -406,35 +427,45 @@ impl Thumbs {
 
     /// Joins the render of `key` in flight, or starts it.
     fn flight(self: &Arc<Self>, key: ObjectKey, asset: AssetKey, spec: ThumbSpec) -> Flight {
-        let mut flights = self.flights.lock().expect("flights lock");
-        if let Some((_, existing)) = flights.get(key.as_str()) {
-            return existing.clone();
-        }
-        let number = self.flight_numbers.fetch_add(1, Ordering::Relaxed);
+        let (flight, number, answer) = {
+            let mut flights = self.flights.lock().expect("flights lock");
+            if let Some((_, existing)) = flights.get(key.as_str()) {
+                return existing.clone();
+            }
+            let number = self.flight_numbers.fetch_add(1, Ordering::Relaxed);
+            let (answer, result) = tokio::sync::oneshot::channel();
+            let flight = async move {
+                result
+                    .await
+                    .unwrap_or_else(|_| Err(ThumbError::Internal("the render task ended without an answer".into())))
+            }
+            .boxed()
+            .shared();
+            flights.insert(key.as_str().to_owned(), (number, flight.clone()));
+            (flight, number, answer)
+        };
+        // Spawned after the lock is let go: a runtime that is shutting down
+        // drops the task at once, and `landing` with it, which takes the lock.
+        let landing = Landing { thumbs: Arc::clone(self), key: key.clone(), number };
         let this = Arc::clone(self);
-        let name = key.as_str().to_owned();
         // Spawned, so the render finishes (and is stored) even if every client leaves.
-        let task = self.lifecycle.spawn(async move {
+        self.lifecycle.spawn(async move {
             let result = this.render(&key, &asset, spec).await;
             match &result {
                 // The finished flight stays joinable until the variant is in
                 // the store: a request that missed memory and the store just
                 // before the render ended then takes this result instead of
-                // rendering again (`store_later` ends the flight).
+                // rendering again.
                 Ok(variant) => {
                     this.remember(&key, variant).await;
-                    this.store_later(key.clone(), number, variant.clone(), spec.format, asset.clone());
+                    this.store_later(key.clone(), variant.clone(), spec.format, asset.clone(), landing);
                 }
-                // Failures are not kept: the next request tries again.
-                Err(_) => this.land(&key, number),
+                // A failure is not kept: the flight ends before its waiters
+                // hear, and the next request tries again.
+                Err(_) => drop(landing),
             }
-            result
+            let _ = answer.send(result);
         });
-        let flight =
-            async move { task.await.unwrap_or_else(|e| Err(ThumbError::Internal(format!("render task failed: {e}")))) }
-                .boxed()
-                .shared();
-        flights.insert(name, (number, flight.clone()));
         flight
     }
 
@@ -446,30 +477,20 @@ impl Thumbs {
     /// delete may have listed before this write, and the variant is removed
     /// here (SPEC §3: a variant never outlives its original).
     ///
-    /// Flight `number` of `key` ends when this does, whatever the outcome.
+    /// The flight of `landing` ends when this does, whatever the outcome.
     fn store_later(
         self: &Arc<Self>,
         key: ObjectKey,
-        number: u64,
         variant: Variant,
         format: OutputFormat,
         asset: AssetKey,
+        landing: Landing,
     ) {
         let this = Arc::clone(self);
         self.lifecycle.spawn(async move {
+            let _landing = landing;
             this.write_variant(&key, variant, format, &asset).await;
-            this.land(&key, number);
         });
-    }
-
-    /// Ends flight `number` of `key`, unless [`Self::forget`] already did and
-    /// a newer one took its place: the next request for it looks in memory
-    /// and the store again, and renders if the variant is in neither.
-    fn land(&self, key: &ObjectKey, number: u64) {
-        let mut flights = self.flights.lock().expect("flights lock");
-        if flights.get(key.as_str()).is_some_and(|(n, _)| *n == number) {
-            flights.remove(key.as_str());
-        }
     }
 
     /// The body of [`Self::store_later`].
