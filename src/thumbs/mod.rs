@@ -489,28 +489,23 @@ impl Thumbs {
         let this = Arc::clone(self);
         self.lifecycle.spawn(async move {
             let _landing = landing;
-            this.write_variant(&key, variant, format, &asset).await;
-        });
-    }
-
-    /// The body of [`Self::store_later`].
-    async fn write_variant(&self, key: &ObjectKey, variant: Variant, format: OutputFormat, asset: &AssetKey) {
-        let opts = PutOptions { content_type: Some(format.mime().to_owned()), if_none_match: false };
-        if let Err(e) = self.store.put(key, variant.bytes.into(), opts).await {
-            tracing::warn!(key = %key, error = %e, "could not store a variant; it will be made again");
-            return;
-        }
-        let original = match asset.locate_original(&*self.store).await {
-            Ok(original) => self.store.head(&original).await.map(|_| ()),
-            Err(e) => Err(e),
-        };
-        if let Err(StorageError::NotFound) = original {
-            tracing::info!(key = %key, "the original was deleted while its variant was made; removing the variant");
-            if let Err(e) = self.store.delete(key).await {
-                tracing::warn!(key = %key, error = %e, "could not remove the variant of a deleted original");
+            let opts = PutOptions { content_type: Some(format.mime().to_owned()), if_none_match: false };
+            if let Err(e) = this.store.put(&key, variant.bytes.into(), opts).await {
+                tracing::warn!(key = %key, error = %e, "could not store a variant; it will be made again");
+                return;
             }
-            self.forget(asset);
-        }
+            let original = match asset.locate_original(&*this.store).await {
+                Ok(original) => this.store.head(&original).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(StorageError::NotFound) = original {
+                tracing::info!(key = %key, "the original was deleted while its variant was made; removing the variant");
+                if let Err(e) = this.store.delete(&key).await {
+                    tracing::warn!(key = %key, error = %e, "could not remove the variant of a deleted original");
+                }
+                this.forget(&asset);
+            }
+        });
     }
 
     /// Fetches the original and makes the variant, within the limiter.
