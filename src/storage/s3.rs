@@ -100,6 +100,14 @@ pub struct S3Store {
     bucket: String,
 }
 
+/// The SDK's HTTP client (for the store and for credential providers):
+/// HTTP and HTTPS, rustls on ring, the platform's root certificates
+/// (`SSL_CERT_FILE` names other ones, as for most TLS clients).
+fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
+}
+
 /// Builds an SDK client for `endpoint` from the shared settings.
 fn client(base: &aws_config::SdkConfig, settings: &S3Settings, endpoint: Option<&str>) -> Client {
     let mut builder = aws_sdk_s3::config::Builder::from(base)
@@ -163,6 +171,7 @@ impl S3Store {
     pub async fn connect(settings: &S3Settings) -> Self {
         let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(Region::new(settings.region.clone()))
+            .http_client(https_client())
             .load()
             .await;
         let public = settings.public_endpoint.as_deref().or(settings.endpoint.as_deref());

@@ -574,3 +574,113 @@ async fn health_exits_0_for_a_healthy_server_and_1_when_nothing_answers() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&url) && stderr.trim().lines().count() == 1, "{stderr}");
 }
+
+/// A TLS front for the test SeaweedFS: a certificate for `localhost` that
+/// no system trusts, each connection relayed to the plain-HTTP store.
+struct TlsFront {
+    port: u16,
+    cert_pem: String,
+    /// Completed TLS handshakes.
+    handshakes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn tls_front(upstream: String) -> TlsFront {
+    use tokio_rustls::rustls;
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(signing_key.serialize_der().into());
+    let config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handshakes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = handshakes.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let (acceptor, upstream, counted) = (acceptor.clone(), upstream.clone(), counted.clone());
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends here.
+                let Ok(mut tls) = acceptor.accept(socket).await else { return };
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut store = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut store).await;
+            });
+        }
+    });
+    TlsFront { port, cert_pem: cert.pem(), handshakes }
+}
+
+/// The S3 client speaks HTTPS (rustls on ring) and checks the store's
+/// certificate against the system's roots, or `SSL_CERT_FILE`'s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_over_https_checks_the_store_certificate() {
+    let Some(settings) = crate::common::s3_settings() else { return };
+    let upstream = settings.endpoint.as_deref().unwrap().trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let front = tls_front(upstream).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &front.cert_pem).unwrap();
+    let endpoint = format!("https://localhost:{}", front.port);
+    let s3_command = || {
+        let mut cmd = command(dir.path());
+        cmd.env("S3_BUCKET", &settings.bucket)
+            .env("S3_REGION", &settings.region)
+            .env("S3_ENDPOINT", &endpoint)
+            .env("AWS_ACCESS_KEY_ID", settings.access_key_id.as_deref().unwrap_or("x"))
+            .env("AWS_SECRET_ACCESS_KEY", settings.secret_access_key.as_deref().unwrap_or("y"));
+        cmd
+    };
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+
+    // A certificate nobody vouches for: the store is not reached.
+    let server = start(s3_command());
+    let logged = server.lines.lock().unwrap().join("\n");
+    assert!(logged.contains(&format!("is not reachable at {endpoint}")), "{logged}");
+    assert!(logged.to_lowercase().contains("certificate"), "the log says why: {logged}");
+    let ready = client.get(format!("http://{}/ready", server.addr)).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    drop(server);
+    assert_eq!(front.handshakes.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    // Trusted through SSL_CERT_FILE: an upload goes in and comes back out.
+    let mut cmd = s3_command();
+    cmd.env("SSL_CERT_FILE", &ca);
+    let server = start(cmd);
+    let base = format!("http://{}", server.addr);
+    let ready = client.get(format!("{base}/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
+    let data = crate::common::images::jpeg(64, 48);
+    let id = crate::common::unique("tls");
+    let presign =
+        serde_json::json!({"key_base": id, "mime": "image/jpeg", "size_bytes": data.len(), "profile": "avatar"});
+    let answer: serde_json::Value =
+        client.post(format!("{base}/v1/uploads/presign")).json(&presign).send().await.unwrap().json().await.unwrap();
+    let single = &answer["upload"]["single"];
+    let url = single["url"].as_str().unwrap();
+    assert!(url.starts_with(&endpoint), "{url}");
+    let uploader = reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(reqwest::Certificate::from_pem(front.cert_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let mut put = uploader.put(url);
+    for (name, value) in single["headers"].as_object().unwrap() {
+        if !name.eq_ignore_ascii_case("content-length") {
+            put = put.header(name, value.as_str().unwrap());
+        }
+    }
+    assert_eq!(put.body(data.clone()).send().await.unwrap().status(), 200);
+    let original = client.get(format!("{base}/originals/avatar/{id}")).send().await.unwrap();
+    assert_eq!(original.status(), 200);
+    assert_eq!(original.bytes().await.unwrap(), data);
+    assert!(
+        front.handshakes.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "the service and the uploader both spoke TLS"
+    );
+}

@@ -469,49 +469,71 @@ async fn fs_a_dropped_put_leaves_no_temp_file() {
     }
 }
 
+/// Drops a complete after its n-th poll, for n = 0, 1, 2, … until an
+/// undisturbed n lets it finish: every await point of the filesystem's
+/// complete is a place the future is dropped once. Counting polls, not time,
+/// makes the sweep the same on a loaded machine (it once went by 300 µs
+/// sleeps and, under load, missed one of the two outcomes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fs_a_complete_dropped_at_any_point_loses_nothing() {
+    use std::future::Future;
     let (store, dir) = fs_store().await;
-    let p1 = pattern(5 * MIB, 1);
-    let p2 = pattern(3 * MIB, 2);
-    let (mut done, mut kept) = (0, 0);
-    for steps in 0..40u32 {
+    // One part, so the sweep stays short: the parts' copy is a loop of
+    // reads and writes, each a drop point of its own.
+    let data = pattern(100 * 1024, 1);
+    let (mut done, mut kept) = (0u32, 0u32);
+    let mut steps = 0u32;
+    loop {
         let k = key(&format!("{}/dropped", unique("fs-")));
         let id = store.create_multipart(&k, "video/mp4").await.unwrap();
-        let e1 = store.upload_part(&k, &id, 1, Bytes::from(p1.clone()).into()).await.unwrap();
-        let e2 = store.upload_part(&k, &id, 2, Bytes::from(p2.clone()).into()).await.unwrap();
-        let parts = [CompletedPart { part_number: 1, etag: e1 }, CompletedPart { part_number: 2, etag: e2 }];
+        let e1 = store.upload_part(&k, &id, 1, Bytes::from(data.clone()).into()).await.unwrap();
+        let parts = [CompletedPart { part_number: 1, etag: e1 }];
         let mut complete = Box::pin(store.complete_multipart(&k, &id, &parts));
-        let mut finished = false;
-        for _ in 0..steps {
-            tokio::select! {
-                r = &mut complete => { r.unwrap(); finished = true; break }
-                () = tokio::time::sleep(Duration::from_micros(300)) => {}
+        let mut polls = 0;
+        // Each poll after the first is the future's own wake-up.
+        let finished = std::future::poll_fn(|cx| {
+            if polls == steps {
+                return std::task::Poll::Ready(false);
             }
-        }
+            polls += 1;
+            complete.as_mut().poll(cx).map(|r| {
+                r.unwrap();
+                true
+            })
+        })
+        .await;
         drop(complete);
-        assert_eq!(entries(&dir.path().join(".mediaflow/tmp")), Vec::<String>::new(), "after {steps} steps");
+        assert_eq!(entries(&dir.path().join(".mediaflow/tmp")), Vec::<String>::new(), "after {steps} polls");
         let uploads = entries(&dir.path().join(".mediaflow/uploads"));
-        assert!(!uploads.iter().any(|n| n.ends_with(".completing")), "{uploads:?}");
+        assert!(!uploads.iter().any(|n| n.ends_with(".completing")), "after {steps} polls: {uploads:?}");
         match store.head(&k).await {
             // Completed: whole, and the upload is spent.
             Ok(meta) => {
-                assert_eq!(meta.size, (p1.len() + p2.len()) as u64);
+                assert_eq!(meta.size, data.len() as u64);
                 assert!(meta.completed_by(&id));
                 assert!(matches!(store.list_parts(&k, &id).await, Err(StorageError::NoSuchUpload)));
+                assert_eq!(read_all(&*store, &k, None).await.0, data, "after {steps} polls");
                 done += 1;
             }
-            // Not completed: every part is still there for a retry.
+            // Not completed: the part is still there for a retry.
             Err(StorageError::NotFound) => {
                 assert!(!finished);
-                assert_eq!(store.list_parts(&k, &id).await.unwrap().len(), 2, "after {steps} steps");
+                assert_eq!(store.list_parts(&k, &id).await.unwrap().len(), 1, "after {steps} polls");
                 store.complete_multipart(&k, &id, &parts).await.unwrap();
                 kept += 1;
             }
             Err(e) => panic!("{e}"),
         }
+        if finished {
+            break;
+        }
+        steps += 1;
+        assert!(steps < 10_000, "a complete of one 100 KiB part ends within 10 000 polls");
     }
-    assert!(done > 0 && kept > 0, "both outcomes were exercised: {done} completed, {kept} kept");
+    // Dropped before its first poll it kept the part; the last one finished;
+    // between them, every await point the complete went through.
+    assert!(kept > 0 && done > 0, "{done} completed, {kept} kept");
+    assert!(steps >= 5, "the complete awaited {steps} times; the sweep covers its await points");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
