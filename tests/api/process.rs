@@ -684,3 +684,41 @@ async fn s3_over_https_checks_the_store_certificate() {
         "the service and the uploader both spoke TLS"
     );
 }
+
+/// An HTTPS store that accepts the connection and never says a word (a
+/// half-open TLS handshake): the start-up check and /ready give up within
+/// the S3 call timeout instead of hanging, and say the store is not reachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_store_that_never_handshakes_is_given_up_on() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        // Held open and silent until the test ends.
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("https://localhost:{port}");
+    let mut cmd = command(dir.path());
+    cmd.env("S3_BUCKET", "silent")
+        .env("S3_ENDPOINT", &endpoint)
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "y");
+    let bound = mediaflow::storage::s3::CALL_TIMEOUT + Duration::from_secs(5);
+    let started = Instant::now();
+    let server = start(cmd);
+    assert!(started.elapsed() < bound, "start-up waited {:?} on a silent store", started.elapsed());
+    let logged = server.lines.lock().unwrap().join("\n");
+    assert!(logged.contains(&format!("is not reachable at {endpoint}")), "{logged}");
+    assert!(accepted.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the store was dialled");
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let asked = Instant::now();
+    let ready = client.get(format!("http://{}/ready", server.addr)).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(asked.elapsed() < bound, "/ready waited {:?} on a silent store", asked.elapsed());
+}
