@@ -4,6 +4,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -15,7 +17,7 @@ struct Server {
     child: Child,
     addr: String,
     /// Every stdout line so far (JSON log events).
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for Server {
@@ -37,12 +39,22 @@ fn command(cwd: &Path) -> Command {
     cmd
 }
 
+/// [`command`] on the S3 backend: `bucket` at `endpoint`, static keys.
+fn s3_command(cwd: &Path, bucket: &str, endpoint: &str, keys: (&str, &str)) -> Command {
+    let mut cmd = command(cwd);
+    cmd.env("S3_BUCKET", bucket)
+        .env("S3_ENDPOINT", endpoint)
+        .env("AWS_ACCESS_KEY_ID", keys.0)
+        .env("AWS_SECRET_ACCESS_KEY", keys.1);
+    cmd
+}
+
 /// Starts the binary and waits for its "listening" log line.
 fn start(mut cmd: Command) -> Server {
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = lines.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -539,12 +551,7 @@ async fn start_up_says_which_profiles_and_what_is_wrong_with_the_bucket() {
     drop(server);
     // A store nobody listens on: the log names the bucket and the endpoint.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut cmd = command(dir.path());
-    cmd.env("S3_BUCKET", "nowhere")
-        .env("S3_ENDPOINT", format!("http://127.0.0.1:{closed}"))
-        .env("AWS_ACCESS_KEY_ID", "x")
-        .env("AWS_SECRET_ACCESS_KEY", "y");
-    let server = start(cmd);
+    let server = start(s3_command(dir.path(), "nowhere", &format!("http://127.0.0.1:{closed}"), ("x", "y")));
     let logged = server.lines.lock().unwrap().join("\n");
     assert!(logged.contains("S3 bucket 'nowhere' is not reachable at http://127.0.0.1:"), "{logged}");
 }
@@ -581,7 +588,7 @@ struct TlsFront {
     port: u16,
     cert_pem: String,
     /// Completed TLS handshakes.
-    handshakes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    handshakes: Arc<AtomicUsize>,
 }
 
 async fn tls_front(upstream: String) -> TlsFront {
@@ -589,17 +596,16 @@ async fn tls_front(upstream: String) -> TlsFront {
     let rcgen::CertifiedKey { cert, signing_key } =
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(signing_key.serialize_der().into());
-    let config =
-        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.der().clone()], key)
-            .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let handshakes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handshakes = Arc::new(AtomicUsize::new(0));
     let counted = handshakes.clone();
     tokio::spawn(async move {
         while let Ok((socket, _)) = listener.accept().await {
@@ -607,7 +613,7 @@ async fn tls_front(upstream: String) -> TlsFront {
             tokio::spawn(async move {
                 // A client that refuses the certificate ends here.
                 let Ok(mut tls) = acceptor.accept(socket).await else { return };
-                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                counted.fetch_add(1, Ordering::SeqCst);
                 let mut store = tokio::net::TcpStream::connect(upstream).await.unwrap();
                 let _ = tokio::io::copy_bidirectional(&mut tls, &mut store).await;
             });
@@ -627,13 +633,10 @@ async fn s3_over_https_checks_the_store_certificate() {
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, &front.cert_pem).unwrap();
     let endpoint = format!("https://localhost:{}", front.port);
+    let keys = (settings.access_key_id.as_deref().unwrap_or("x"), settings.secret_access_key.as_deref().unwrap_or("y"));
     let s3_command = || {
-        let mut cmd = command(dir.path());
-        cmd.env("S3_BUCKET", &settings.bucket)
-            .env("S3_REGION", &settings.region)
-            .env("S3_ENDPOINT", &endpoint)
-            .env("AWS_ACCESS_KEY_ID", settings.access_key_id.as_deref().unwrap_or("x"))
-            .env("AWS_SECRET_ACCESS_KEY", settings.secret_access_key.as_deref().unwrap_or("y"));
+        let mut cmd = s3_command(dir.path(), &settings.bucket, &endpoint, keys);
+        cmd.env("S3_REGION", &settings.region);
         cmd
     };
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -646,7 +649,7 @@ async fn s3_over_https_checks_the_store_certificate() {
     let ready = client.get(format!("http://{}/ready", server.addr)).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     drop(server);
-    assert_eq!(front.handshakes.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(front.handshakes.load(Ordering::SeqCst), 0);
 
     // Trusted through SSL_CERT_FILE: an upload goes in and comes back out.
     let mut cmd = s3_command();
@@ -679,10 +682,7 @@ async fn s3_over_https_checks_the_store_certificate() {
     let original = client.get(format!("{base}/originals/avatar/{id}")).send().await.unwrap();
     assert_eq!(original.status(), 200);
     assert_eq!(original.bytes().await.unwrap(), data);
-    assert!(
-        front.handshakes.load(std::sync::atomic::Ordering::SeqCst) >= 2,
-        "the service and the uploader both spoke TLS"
-    );
+    assert!(front.handshakes.load(Ordering::SeqCst) >= 2, "the service and the uploader both spoke TLS");
 }
 
 /// An HTTPS store that accepts the connection and never says a word (a
@@ -692,30 +692,26 @@ async fn s3_over_https_checks_the_store_certificate() {
 async fn an_https_store_that_never_handshakes_is_given_up_on() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicUsize::new(0));
     let counted = accepted.clone();
     tokio::spawn(async move {
         // Held open and silent until the test ends.
         let mut held = Vec::new();
         while let Ok((socket, _)) = listener.accept().await {
-            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            counted.fetch_add(1, Ordering::SeqCst);
             held.push(socket);
         }
     });
     let dir = tempfile::tempdir().unwrap();
     let endpoint = format!("https://localhost:{port}");
-    let mut cmd = command(dir.path());
-    cmd.env("S3_BUCKET", "silent")
-        .env("S3_ENDPOINT", &endpoint)
-        .env("AWS_ACCESS_KEY_ID", "x")
-        .env("AWS_SECRET_ACCESS_KEY", "y");
+    let cmd = s3_command(dir.path(), "silent", &endpoint, ("x", "y"));
     let bound = mediaflow::storage::s3::CALL_TIMEOUT + Duration::from_secs(5);
     let started = Instant::now();
     let server = start(cmd);
     assert!(started.elapsed() < bound, "start-up waited {:?} on a silent store", started.elapsed());
     let logged = server.lines.lock().unwrap().join("\n");
     assert!(logged.contains(&format!("is not reachable at {endpoint}")), "{logged}");
-    assert!(accepted.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the store was dialled");
+    assert!(accepted.load(Ordering::SeqCst) >= 1, "the store was dialled");
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let asked = Instant::now();
     let ready = client.get(format!("http://{}/ready", server.addr)).send().await.unwrap();
